@@ -1,0 +1,387 @@
+"""Experiment configuration: nested dataclasses are the one place for defaults and their documentation.
+
+A config is built from the dataclass defaults, then a YAML file, then dotted ``key=value`` overrides from the
+command line (``generator.hidden_dim=64``). Every key is checked: an unknown key or a value of the wrong type
+raises :class:`ConfigError` naming the dotted key. ``describe()`` prints every field with its docstring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, or its value has the wrong type or an invalid value."""
+
+
+@dataclass
+class DataConfig:
+    train: str = "data/coco/image_coco.txt"
+    """Training text file, one sentence per line (UTF-8). Relative paths are looked up from the working
+    directory, then from the project root."""
+    valid: str | None = None
+    """Optional validation file. When absent, ``valid_fraction`` of the training lines are held out."""
+    test: str | None = "data/coco/test_coco.txt"
+    """Held-out test file used for NLL_test and BLEU."""
+    hf_dataset: str | None = None
+    """A Hugging Face dataset name (needs network) used instead of the local files, e.g. ``ptb_text_only``."""
+    hf_config_name: str | None = None
+    """The dataset's configuration name, if it has several."""
+    hf_text_column: str = "text"
+    """Column holding the sentences in ``hf_dataset``."""
+    valid_fraction: float = 0.0
+    """Fraction of training lines held out as the validation split when ``valid`` is not given."""
+    max_len: int = 37
+    """Maximum tokens per sequence, EOS included when it fits (a sentence of exactly max_len tokens is kept
+    without EOS, as a generated sequence that reaches max_len is)."""
+    overlong: Literal["truncate", "drop"] = "truncate"
+    """What to do with sentences longer than max_len tokens; the count is reported either way."""
+    lowercase: bool = True
+    """Lowercase text before tokenization."""
+
+
+@dataclass
+class TokenizerConfig:
+    kind: Literal["word", "sentencepiece", "hf"] = "word"
+    """word: word-level vocabulary; sentencepiece: BPE/unigram trained locally on the training split;
+    hf: a Hugging Face tokenizer loaded from a local directory (``hf_path``)."""
+    word_split: Literal["nltk", "whitespace"] = "nltk"
+    """How the word-level tokenizer splits: nltk.word_tokenize (offline, preserve_line) or str.split."""
+    min_freq: int = 1
+    """Word-level: minimum training-set frequency for a word to enter the vocabulary."""
+    max_size: int | None = None
+    """Word-level: at most this many words (specials excluded), most frequent first."""
+    sp_model_type: Literal["bpe", "unigram"] = "bpe"
+    """SentencePiece model type."""
+    sp_vocab_size: int = 4000
+    """SentencePiece vocabulary size (specials included)."""
+    hf_path: str | None = None
+    """Local directory of a Hugging Face tokenizer (``kind: hf``)."""
+
+
+@dataclass
+class GeneratorConfig:
+    kind: Literal["lstm", "transformer"] = "lstm"
+    """Generator architecture."""
+    embed_dim: int = 32
+    """LSTM: token embedding size."""
+    hidden_dim: int = 32
+    """LSTM: hidden state size."""
+    num_layers: int = 1
+    """LSTM: number of stacked layers."""
+    dropout: float = 0.0
+    """Dropout (LSTM between layers and on the output; transformer: residual/attention/embedding)."""
+    n_layer: int = 2
+    """Transformer: number of blocks."""
+    n_head: int = 4
+    """Transformer: attention heads."""
+    n_embd: int = 128
+    """Transformer: model width."""
+    model_type: str = "gpt2"
+    """Transformer: any ``transformers`` causal-LM model type built from config."""
+    pretrained_path: str | None = None
+    """Transformer: load weights with ``from_pretrained`` from this local directory instead."""
+
+
+@dataclass
+class DiscriminatorConfig:
+    embed_dim: int = 64
+    """Token embedding size."""
+    filter_sizes: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
+    """Convolution widths (tokens)."""
+    num_filters: list[int] = field(default_factory=lambda: [300, 300, 300, 300])
+    """Filters per width (same length as filter_sizes)."""
+    dropout: float = 0.25
+    """Dropout before the output layer."""
+    highway: bool = True
+    """Use the highway layer over the pooled features (SeqGAN)."""
+
+
+@dataclass
+class PretrainConfig:
+    epochs: int = 30
+    """MLE epochs over the training split."""
+    batch_size: int = 64
+    """MLE batch size."""
+    lr: float = 1e-2
+    """Adam learning rate of the generator."""
+    grad_clip: float = 5.0
+    """Gradient-norm clipping (0 disables)."""
+    eval_batch_size: int = 256
+    """Batch size for held-out NLL."""
+    num_print_samples: int = 5
+    """Samples printed after each epoch."""
+    d_rounds: int = 3
+    """Discriminator pretraining: rounds of (generate fresh negatives, train d_epochs)."""
+    d_epochs: int = 2
+    """Discriminator epochs per round."""
+    d_num_negatives: int = 5000
+    """Generated sentences per round (the same number of real sentences is drawn)."""
+    d_batch_size: int = 64
+    """Discriminator batch size."""
+    d_lr: float = 1e-4
+    """Adam learning rate of the discriminator."""
+
+
+@dataclass
+class SampleConfig:
+    temperature: float = 1.0
+    """Softmax temperature."""
+    top_k: int = 0
+    """Keep only the k most likely tokens (0 disables)."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens with probability >= top_p (1 disables)."""
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    """Seed for Python, NumPy and torch; same seed, same result on CPU."""
+    out_dir: str = "runs/default"
+    """Run folder: resolved config, metrics.jsonl, checkpoints and plots."""
+    device: str = "auto"
+    """"auto" (CUDA when available), "cpu", "cuda" or "cuda:N"."""
+    num_threads: int = 0
+    """torch CPU threads (0 keeps torch's default)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def validate(cfg: Config) -> None:
+    """Value checks that types alone cannot express; raises ConfigError naming the key."""
+    if cfg.data.max_len < 2:
+        raise ConfigError(f"data.max_len must be at least 2, got {cfg.data.max_len}")
+    if not 0.0 <= cfg.data.valid_fraction < 1.0:
+        raise ConfigError(f"data.valid_fraction must be in [0, 1), got {cfg.data.valid_fraction}")
+    d = cfg.discriminator
+    if len(d.filter_sizes) != len(d.num_filters):
+        raise ConfigError(
+            f"discriminator.filter_sizes ({len(d.filter_sizes)} entries) and discriminator.num_filters "
+            f"({len(d.num_filters)} entries) must have the same length"
+        )
+    if cfg.tokenizer.kind == "hf" and not cfg.tokenizer.hf_path:
+        raise ConfigError("tokenizer.hf_path must name a local tokenizer directory when tokenizer.kind is 'hf'")
+    if cfg.sample.temperature <= 0:
+        raise ConfigError(f"sample.temperature must be > 0, got {cfg.sample.temperature}")
+    if not 0.0 < cfg.sample.top_p <= 1.0:
+        raise ConfigError(f"sample.top_p must be in (0, 1], got {cfg.sample.top_p}")
+    for key in ("epochs", "batch_size", "eval_batch_size", "d_batch_size"):
+        if getattr(cfg.pretrain, key) < (0 if key == "epochs" else 1):
+            raise ConfigError(f"pretrain.{key} must be positive, got {getattr(cfg.pretrain, key)}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building dataclasses from plain dicts with type checks
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Checks ``value`` against the annotation ``tp`` and returns it (ints are accepted for floats)."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: expected one of {list(choices)}, got {value!r}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r} ({type(value).__name__})")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r} ({type(value).__name__})")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r} ({type(value).__name__})")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r} ({type(value).__name__})")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r} ({type(value).__name__})")
+        return value
+    raise ConfigError(f"{key}: unsupported annotation {tp!r}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls: type, values: dict, prefix: str = "") -> Any:
+    """Builds dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {values!r}")
+    hints = _hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(f"unknown config key {key!r}; valid keys here: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as a plain nested dict (YAML- and checkpoint-safe)."""
+    return dataclasses.asdict(cfg)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        child = node.get(p)
+        if child is None:
+            child = {}
+            node[p] = child
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: {p!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["a.b=1", "c=x"]`` -> nested dict; values are parsed as YAML scalars/lists (``[2, 3]``, ``null``)."""
+    tree: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. pretrain.epochs=5)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key, value)
+    return tree
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, cls: type = Config) -> Any:
+    """Defaults <- YAML file <- dotted overrides, validated.
+
+    Args:
+        path: YAML file (optional).
+        overrides: ``key=value`` strings with dotted keys.
+        cls: the root dataclass.
+    Raises:
+        ConfigError: unknown key, wrong type or invalid value, naming the key.
+        FileNotFoundError: the YAML file does not exist.
+    """
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of config sections")
+        tree = loaded
+    if overrides:
+        tree = _merge(tree, parse_overrides(overrides))
+    return from_dict(cls, tree)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    """Writes the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+
+
+def describe(cls: type = Config, prefix: str = "") -> str:
+    """Every key with its type, default and docstring (used by ``--help-config``)."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for a, b in zip(body, body[1:], strict=False):
+            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
+                docs[a.target.id] = " ".join(str(b.value.value).split())  # type: ignore[attr-defined]
+    except (OSError, TypeError, IndexError):
+        pass
+    hints = _hints(cls)
+    lines = []
+    defaults = cls() if prefix == "" else None
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            lines.append(describe(tp, prefix=f"{prefix}{f.name}."))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = getattr(defaults, f.name, None)
+        lines.append(f"{prefix}{f.name} ({_type_name(tp)}, default {default!r}): {docs.get(f.name, '')}")
+    return "\n".join(lines)

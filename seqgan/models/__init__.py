@@ -1,0 +1,81 @@
+"""Generators (LSTM, Hugging Face transformer) and discriminators, plus builders from config and spec."""
+
+from __future__ import annotations
+
+from seqgan.models.base import Generator
+from seqgan.models.discriminator import CNNDiscriminator
+from seqgan.models.lstm import LSTMGenerator
+
+
+def __getattr__(name):  # transformers is imported only when a transformer is used
+    if name == "TransformerGenerator":
+        from seqgan.models.transformer import TransformerGenerator
+
+        return TransformerGenerator
+    raise AttributeError(name)
+
+
+def build_generator(cfg, tokenizer, max_len: int) -> Generator:
+    """A fresh generator from a GeneratorConfig, sized to ``tokenizer`` (or loaded from a local directory)."""
+    ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
+    if cfg.kind == "lstm":
+        return LSTMGenerator(
+            tokenizer.vocab_size, cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout, **ids
+        )
+    if cfg.kind == "transformer":
+        from seqgan.models.transformer import TransformerGenerator
+
+        if cfg.pretrained_path:
+            gen = TransformerGenerator.from_pretrained(cfg.pretrained_path, **ids)
+            if gen.vocab_size < tokenizer.vocab_size:
+                raise ValueError(
+                    f"the model at {cfg.pretrained_path} has {gen.vocab_size} token embeddings but the tokenizer "
+                    f"has {tokenizer.vocab_size} tokens; use the model's own tokenizer (tokenizer.kind=hf)"
+                )
+            return gen
+        return TransformerGenerator.from_config(
+            tokenizer.vocab_size,
+            max_len,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            n_embd=cfg.n_embd,
+            dropout=cfg.dropout,
+            model_type=cfg.model_type,
+            **ids,
+        )
+    raise ValueError(f"unknown generator kind {cfg.kind!r}")
+
+
+def generator_from_spec(spec: dict) -> Generator:
+    """Rebuilds a generator's architecture from ``Generator.spec()`` (weights are loaded separately)."""
+    if spec["kind"] == "lstm":
+        return LSTMGenerator.from_spec(spec)
+    if spec["kind"] == "transformer":
+        from seqgan.models.transformer import TransformerGenerator
+
+        return TransformerGenerator.from_spec(spec)
+    raise ValueError(f"unknown generator kind {spec['kind']!r}")
+
+
+def build_discriminator(cfg, tokenizer) -> CNNDiscriminator:
+    """A CNN discriminator from a DiscriminatorConfig."""
+    return CNNDiscriminator(
+        tokenizer.vocab_size,
+        cfg.embed_dim,
+        cfg.filter_sizes,
+        cfg.num_filters,
+        cfg.dropout,
+        cfg.highway,
+        tokenizer.pad_id,
+    )
+
+
+__all__ = [
+    "Generator",
+    "LSTMGenerator",
+    "CNNDiscriminator",
+    "TransformerGenerator",
+    "build_generator",
+    "build_discriminator",
+    "generator_from_spec",
+]

@@ -1,0 +1,103 @@
+"""CNN discriminator of SeqGAN (Yu et al. 2017, arXiv 1609.05473; after Kim 2014 and Zhang & LeCun 2015).
+
+Token embeddings -> parallel 1-D convolutions of several widths (each with its own filter count) -> ReLU ->
+max-over-time pooling -> concatenation -> highway layer -> dropout -> one logit per sequence. Inputs can be token
+ids ``(B, T)`` or probability vectors over the vocabulary ``(B, T, V)`` (soft inputs for relaxed training), read
+through the same embedding matrix.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Highway(nn.Module):
+    """y = g * relu(W x) + (1 - g) * x with g = sigmoid(W_g x) (Srivastava et al. 2015)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.transform = nn.Linear(dim, dim)
+        self.gate = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = torch.sigmoid(self.gate(x))
+        return g * F.relu(self.transform(x)) + (1.0 - g) * x
+
+
+class CNNDiscriminator(nn.Module):
+    """Sequence classifier returning one real/fake logit per sequence.
+
+    Args:
+        vocab_size: V.
+        embed_dim: token embedding size.
+        filter_sizes: convolution widths, e.g. ``[2, 3, 4, 5]``.
+        num_filters: filters per width, same length as ``filter_sizes``.
+        dropout: dropout before the output layer.
+        highway: use the highway layer.
+        pad_id: padding id (its embedding is zero and not trained).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 64,
+        filter_sizes: list[int] | tuple[int, ...] = (2, 3, 4, 5),
+        num_filters: list[int] | tuple[int, ...] = (300, 300, 300, 300),
+        dropout: float = 0.25,
+        highway: bool = True,
+        pad_id: int = 0,
+    ):
+        super().__init__()
+        if len(filter_sizes) != len(num_filters):
+            raise ValueError("filter_sizes and num_filters must have the same length")
+        self.vocab_size, self.embed_dim = vocab_size, embed_dim
+        self.filter_sizes, self.num_filters = list(filter_sizes), list(num_filters)
+        self.dropout_p, self.use_highway, self.pad_id = dropout, highway, pad_id
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.convs = nn.ModuleList(nn.Conv1d(embed_dim, n, k) for k, n in zip(filter_sizes, num_filters))
+        feat = sum(num_filters)
+        self.highway = Highway(feat) if highway else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(feat, 1)
+
+    @property
+    def min_len(self) -> int:
+        return max(self.filter_sizes)
+
+    def embed(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` ids or ``(B, T, V)`` probability vectors -> ``(B, T, E)`` embeddings."""
+        if inputs.dim() == 2:
+            return self.embedding(inputs)
+        if inputs.dim() == 3 and inputs.shape[-1] == self.vocab_size:
+            return inputs @ self.embedding.weight  # (B, T, V) @ (V, E)
+        raise ValueError(f"expected (B, T) token ids or (B, T, {self.vocab_size}) vectors, got {tuple(inputs.shape)}")
+
+    def features(self, embeds: torch.Tensor) -> torch.Tensor:
+        """``(B, T, E)`` -> ``(B, F)`` pooled, highway-transformed features."""
+        if embeds.shape[1] < self.min_len:  # right-pad so the widest filter fits
+            embeds = F.pad(embeds, (0, 0, 0, self.min_len - embeds.shape[1]))
+        x = embeds.transpose(1, 2)  # (B, E, T)
+        pooled = [F.relu(conv(x)).amax(dim=2) for conv in self.convs]  # each (B, n_k)
+        return self.highway(torch.cat(pooled, dim=1))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` ids or ``(B, T, V)`` probability vectors -> ``(B,)`` logits (real = positive)."""
+        return self.out(self.dropout(self.features(self.embed(inputs)))).squeeze(-1)
+
+    def spec(self) -> dict:
+        return {
+            "kind": "cnn",
+            "vocab_size": self.vocab_size,
+            "embed_dim": self.embed_dim,
+            "filter_sizes": self.filter_sizes,
+            "num_filters": self.num_filters,
+            "dropout": self.dropout_p,
+            "highway": self.use_highway,
+            "pad_id": self.pad_id,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> CNNDiscriminator:
+        return cls(**{k: v for k, v in spec.items() if k != "kind"})

@@ -1,0 +1,133 @@
+"""Sampling from any generator: temperature, top-k, top-p (nucleus), stop at EOS.
+
+Tokens are drawn by inverse-CDF sampling (one uniform number per row, ``searchsorted`` over the cumulative
+probabilities): it draws from exactly the same distribution as ``torch.multinomial`` and is much cheaper on CPU,
+where ``multinomial`` draws one random number per vocabulary entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from seqgan.models.base import Generator
+
+
+@dataclass
+class Samples:
+    """A batch of sampled sequences.
+
+    Attributes:
+        tokens: ``(B, T)`` ids, ``pad_id`` after the first EOS.
+        log_probs: ``(B, T)`` log-probability of each chosen token under the distribution it was drawn from
+            (after temperature and filtering); 0 where ``mask`` is False.
+        mask: ``(B, T)`` True for real tokens (EOS included).
+    """
+
+    tokens: torch.Tensor
+    log_probs: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.sum(dim=1)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Sets logits outside the top-k / nucleus to -inf.
+
+    Args:
+        logits: ``(B, V)``.
+        top_k: keep the k largest (0 keeps all).
+        top_p: keep the smallest set of most likely tokens whose probability reaches top_p (1.0 keeps all);
+            the most likely token is always kept.
+    Returns:
+        ``(B, V)`` filtered logits.
+    """
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        remove = cum - sorted_logits.softmax(dim=-1) >= top_p  # mass before this token already reaches top_p
+        remove[:, 0] = False
+        logits = logits.masked_fill(remove.scatter(1, order, remove), float("-inf"))
+    return logits
+
+
+def draw(probs: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of ``(B, V)`` probabilities by inverse-CDF sampling -> ``(B,)`` long."""
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand(probs.shape[0], 1, device=probs.device, generator=rng, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
+
+
+def sampling_log_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """``(B, V)`` logits -> log-probabilities of the sampling distribution."""
+    return F.log_softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
+
+
+@torch.no_grad()
+def sample(
+    generator: Generator,
+    num: int,
+    max_len: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    rng: torch.Generator | None = None,
+    batch_size: int | None = None,
+) -> Samples:
+    """Draws ``num`` sequences of at most ``max_len`` tokens, in eval mode and without gradients.
+
+    Args:
+        generator: any :class:`~seqgan.models.base.Generator`.
+        num: number of sequences.
+        max_len: maximum tokens per sequence (EOS included when it is drawn).
+        temperature, top_k, top_p: sampling distribution (see :func:`filter_logits`).
+        rng: a ``torch.Generator`` on the generator's device for reproducible draws (global RNG when None).
+        batch_size: rows decoded at once (all at once when None).
+    Returns:
+        :class:`Samples` with ``(num, max_len)`` tensors.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    was_training = generator.training
+    generator.eval()
+    try:
+        chunks = []
+        step = batch_size or num
+        for start in range(0, num, step):
+            chunks.append(_sample_batch(generator, min(step, num - start), max_len, temperature, top_k, top_p, rng))
+    finally:
+        generator.train(was_training)
+    return Samples(*(torch.cat([getattr(c, f) for c in chunks]) for f in ("tokens", "log_probs", "mask")))
+
+
+def _sample_batch(generator, num, max_len, temperature, top_k, top_p, rng) -> Samples:
+    device = generator.device
+    tokens = torch.full((num, max_len), generator.pad_id, dtype=torch.long, device=device)
+    log_probs = torch.zeros(num, max_len, device=device)
+    mask = torch.zeros(num, max_len, dtype=torch.bool, device=device)
+    alive = torch.ones(num, dtype=torch.bool, device=device)
+    state = generator.init_state(num)
+    banned = torch.tensor(generator.never_sample, dtype=torch.long, device=device)
+    prev = torch.full((num,), generator.bos_id, dtype=torch.long, device=device)
+    for t in range(max_len):
+        logits, state = generator.step(prev, state)
+        logits = logits.float().index_fill(1, banned, float("-inf")) if len(banned) else logits.float()
+        logp = sampling_log_probs(logits, temperature, top_k, top_p)
+        tok = draw(logp.exp(), rng)
+        tokens[:, t] = torch.where(alive, tok, generator.pad_id)
+        log_probs[:, t] = torch.where(alive, logp.gather(1, tok[:, None]).squeeze(1), 0.0)
+        mask[:, t] = alive
+        if generator.eos_id is not None:
+            alive = alive & (tok != generator.eos_id)
+            # the device-to-host check is the only sync per step; skip it on accelerators
+            if device.type == "cpu" and not bool(alive.any()):
+                break
+        prev = tok
+    return Samples(tokens, log_probs, mask)

@@ -1,0 +1,88 @@
+import pytest
+import torch
+
+from seqgan.models import LSTMGenerator
+from seqgan.sampling import draw, filter_logits, sample
+
+
+@pytest.fixture
+def gen():
+    torch.manual_seed(0)
+    return LSTMGenerator(12, 8, 8, pad_id=0, bos_id=1, eos_id=2)
+
+
+def _rng(seed):
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def test_same_seed_same_samples(gen):
+    a = sample(gen, 16, 10, rng=_rng(3))
+    b = sample(gen, 16, 10, rng=_rng(3))
+    c = sample(gen, 16, 10, rng=_rng(4))
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.log_probs, b.log_probs)
+    assert not torch.equal(a.tokens, c.tokens)
+    chunked = sample(gen, 16, 10, rng=_rng(3), batch_size=5)
+    assert torch.equal(sample(gen, 16, 10, rng=_rng(3), batch_size=5).tokens, chunked.tokens)
+
+
+def test_never_samples_pad_or_bos(gen):
+    with torch.no_grad():
+        gen.proj.bias[:2] = 5.0  # an untrained model may put mass on PAD and BOS
+    s = sample(gen, 64, 8, rng=_rng(0))
+    real = s.tokens[s.mask]
+    assert not ((real == gen.pad_id) | (real == gen.bos_id)).any()
+
+
+def test_max_len_eos_and_mask(gen):
+    with torch.no_grad():
+        gen.proj.bias[2] = 3.0  # make EOS likely so rows end at different places
+    s = sample(gen, 64, 7, rng=_rng(0))
+    assert s.tokens.shape == (64, 7)
+    for row, m in zip(s.tokens.tolist(), s.mask.tolist()):
+        if 2 in row:
+            end = row.index(2)
+            assert all(m[: end + 1]) and not any(m[end + 1 :])
+            assert all(t == 0 for t in row[end + 1 :])  # padding after EOS
+        else:
+            assert all(m)
+    assert (s.log_probs[~s.mask] == 0).all() and (s.log_probs[s.mask] < 0).all()
+    assert s.lengths.max() <= 7
+
+
+def test_log_probs_match_teacher_forcing(gen):
+    s = sample(gen, 8, 6, rng=_rng(1))
+    with torch.no_grad():  # the sampling distribution excludes PAD and BOS
+        logits = gen(gen.teacher_inputs(s.tokens))
+        logits[..., gen.never_sample] = float("-inf")
+        logp = torch.log_softmax(logits, -1)
+    chosen = logp.gather(2, s.tokens[..., None]).squeeze(-1)
+    torch.testing.assert_close(chosen[s.mask], s.log_probs[s.mask], atol=1e-5, rtol=1e-5)
+
+
+def test_top_k_top_p_filtering():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    assert torch.isinf(filter_logits(logits, top_k=2)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(filter_logits(logits, top_p=0.7)).tolist() == [[False, False, True, True]]
+    assert torch.isinf(filter_logits(logits, top_p=0.85)).tolist() == [[False, False, False, True]]
+    assert torch.isinf(filter_logits(logits, top_p=0.1)).tolist() == [[False, True, True, True]]
+
+
+def test_top_k_sampling_only_draws_top_tokens(gen):
+    s = sample(gen, 200, 5, top_k=1, rng=_rng(0))
+    again = sample(gen, 200, 5, top_k=1, rng=_rng(9))
+    assert torch.equal(s.tokens, again.tokens)  # top-1 is greedy
+    assert torch.allclose(s.log_probs[s.mask], torch.zeros(()))
+
+
+def test_inverse_cdf_draw_matches_distribution():
+    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3]]).repeat(40000, 1)
+    counts = torch.bincount(draw(probs, _rng(0)), minlength=4).float() / 40000
+    assert counts[1] == 0
+    torch.testing.assert_close(counts, probs[0], atol=0.01, rtol=0)
+
+
+def test_temperature_must_be_positive(gen):
+    with pytest.raises(ValueError, match="temperature"):
+        sample(gen, 2, 3, temperature=0.0)
