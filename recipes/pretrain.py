@@ -39,7 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config file (defaults are used for missing keys)")
     p.add_argument("--help-config", action="store_true", help="list every config key with its documentation")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. pretrain.epochs=5 generator.kind=transformer")
+    p.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. pretrain.epochs=5 generator.kind=transformer"
+    )
     return p.parse_args(argv)
 
 
@@ -79,9 +81,13 @@ def main(argv=None) -> Path:
     step = 0
     for epoch in range(1, pc.epochs + 1):
         total, count = 0.0, 0
-        bar = tqdm(batches(len(train), pc.batch_size, True, data_rng), desc=f"MLE {epoch}/{pc.epochs}",
-                   total=(len(train) + pc.batch_size - 1) // pc.batch_size, leave=False,
-                   disable=None)
+        bar = tqdm(
+            batches(len(train), pc.batch_size, True, data_rng),
+            desc=f"MLE {epoch}/{pc.epochs}",
+            total=(len(train) + pc.batch_size - 1) // pc.batch_size,
+            leave=False,
+            disable=None,
+        )
         for idx in bar:
             loss = mle_step(generator, g_opt, train[idx].to(device), pc.grad_clip)
             step += 1
@@ -93,8 +99,15 @@ def main(argv=None) -> Path:
         logger.log(step, metrics)
         print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch"))
         if pc.num_print_samples:
-            samples = sample(generator, pc.num_print_samples, cfg.data.max_len, sc.temperature, sc.top_k,
-                             sc.top_p, rng=sample_rng)
+            samples = sample(
+                generator,
+                pc.num_print_samples,
+                cfg.data.max_len,
+                sc.temperature,
+                sc.top_k,
+                sc.top_p,
+                rng=sample_rng,
+            )
             for text in decode_samples(tok, samples.tokens):
                 print("   ", text)
 
@@ -104,7 +117,9 @@ def main(argv=None) -> Path:
         t0 = time.time()
         fake = sample(generator, pc.d_num_negatives, cfg.data.max_len, rng=sample_rng, batch_size=1024).tokens
         real = train[torch.randperm(len(train), generator=data_rng)[: pc.d_num_negatives]].to(device)
-        metrics = discriminator_epochs(discriminator, d_opt, real, fake, pc.d_epochs, pc.d_batch_size, data_rng)
+        metrics = discriminator_epochs(
+            discriminator, d_opt, real, fake, pc.d_epochs, pc.d_batch_size, data_rng
+        )
         metrics["d_round"] = rnd
         if "test" in data.splits:
             test = data.splits["test"][: pc.d_num_negatives].to(device)
@@ -112,15 +127,30 @@ def main(argv=None) -> Path:
             metrics.update(discriminator_accuracy(discriminator, test, fresh))
         step += 1
         logger.log(step, metrics)
-        print(f"discriminator round {rnd}/{pc.d_rounds} ({time.time() - t0:.1f}s): "
-              + ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in metrics.items() if k != "d_round"))
+        print(
+            f"discriminator round {rnd}/{pc.d_rounds} ({time.time() - t0:.1f}s): "
+            + ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in metrics.items() if k != "d_round")
+        )
 
     # ---- checkpoint and curves
-    ckpt = make_checkpoint(cfg, tok, generator, discriminator, {"generator": g_opt, "discriminator": d_opt},
-                           step, "pretrain", {"wall_s": time.time() - start})
+    ckpt = make_checkpoint(
+        cfg,
+        tok,
+        generator,
+        discriminator,
+        {"generator": g_opt, "discriminator": d_opt},
+        step,
+        "pretrain",
+        {"wall_s": time.time() - start},
+    )
     path = save_checkpoint(ckpt, out / "pretrain.pt")
-    plot_curves(out / "metrics.jsonl", ["generator/train_nll", "eval/nll_valid", "eval/nll_test"],
-                out / "pretrain_curves.png", x="epoch", title="MLE pretraining")
+    plot_curves(
+        out / "metrics.jsonl",
+        ["generator/train_nll", "eval/nll_valid", "eval/nll_test"],
+        out / "pretrain_curves.png",
+        x="epoch",
+        title="MLE pretraining",
+    )
     logger.close()
     print(f"saved {path} ({time.time() - start:.1f}s)")
     return path

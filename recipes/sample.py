@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Print detokenized samples from a checkpoint, one per line.
 
-    python recipes/sample.py --checkpoint runs/coco_lstm/pretrain.pt --num-samples 10 [--temperature 0.8]
-        [--top-k 0] [--top-p 1.0] [--seed 0] [--max-len N] [--output FILE]
+python recipes/sample.py --checkpoint runs/coco_lstm/pretrain.pt --num-samples 10 [--temperature 0.8]
+    [--top-k 0] [--top-p 1.0] [--seed 0] [--max-len N] [--output FILE]
 """
 
 from __future__ import annotations

@@ -1,0 +1,36 @@
+"""seqgan: adversarial training of text generators (SeqGAN policy gradient, relaxations, ScratchGAN,
+conditional GANs) with exact, fast evaluation."""
+
+from seqgan.checkpoint import load_checkpoint, save_checkpoint
+from seqgan.config import Config, ConfigError, load_config
+from seqgan.data import HFTokenizer, SentencePieceTokenizer, WordTokenizer
+from seqgan.models import CNNDiscriminator, Generator, LSTMGenerator
+from seqgan.sampling import Samples, sample
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):  # keep `import seqgan` free of the transformers import until it is needed
+    if name == "TransformerGenerator":
+        from seqgan.models.transformer import TransformerGenerator
+
+        return TransformerGenerator
+    raise AttributeError(f"module 'seqgan' has no attribute {name!r}")
+
+
+__all__ = [
+    "CNNDiscriminator",
+    "Config",
+    "ConfigError",
+    "Generator",
+    "HFTokenizer",
+    "LSTMGenerator",
+    "SentencePieceTokenizer",
+    "Samples",
+    "TransformerGenerator",
+    "WordTokenizer",
+    "load_checkpoint",
+    "load_config",
+    "sample",
+    "save_checkpoint",
+]

@@ -57,7 +57,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(ckpt, dict) or "format_version" not in ckpt:
         raise CheckpointError(f"{path} is not a seqgan checkpoint (no format_version)")
     if ckpt["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format {ckpt['format_version']}; this seqgan reads <= {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path} has format {ckpt['format_version']}; this seqgan reads <= {FORMAT_VERSION}"
+        )
     return ckpt
 
 

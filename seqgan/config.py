@@ -174,7 +174,9 @@ def validate(cfg: Config) -> None:
             f"({len(d.num_filters)} entries) must have the same length"
         )
     if cfg.tokenizer.kind == "hf" and not cfg.tokenizer.hf_path:
-        raise ConfigError("tokenizer.hf_path must name a local tokenizer directory when tokenizer.kind is 'hf'")
+        raise ConfigError(
+            "tokenizer.hf_path must name a local tokenizer directory when tokenizer.kind is 'hf'"
+        )
     if cfg.sample.temperature <= 0:
         raise ConfigError(f"sample.temperature must be > 0, got {cfg.sample.temperature}")
     if not 0.0 < cfg.sample.top_p <= 1.0:
@@ -319,7 +321,9 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None, cls: type = Config) -> Any:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, cls: type = Config
+) -> Any:
     """Defaults <- YAML file <- dotted overrides, validated.
 
     Args:

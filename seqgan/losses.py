@@ -32,5 +32,7 @@ def discriminator_bce(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> t
         logits_fake: ``(B_f,)`` logits on generated sequences.
     """
     real = F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))  # -log(sigmoid(l))
-    fake = F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))  # -log(1-sigmoid(l))
+    fake = F.binary_cross_entropy_with_logits(
+        logits_fake, torch.zeros_like(logits_fake)
+    )  # -log(1-sigmoid(l))
     return real + fake

@@ -7,7 +7,9 @@ from pathlib import Path
 from seqgan.utils import read_metrics
 
 
-def plot_curves(metrics_path: str | Path, keys: list[str], png: str | Path, x: str = "step", title: str = "") -> Path:
+def plot_curves(
+    metrics_path: str | Path, keys: list[str], png: str | Path, x: str = "step", title: str = ""
+) -> Path:
     """Plots each metric in ``keys`` against ``x`` from a metrics.jsonl file, one panel per metric."""
     import matplotlib
 

@@ -101,7 +101,9 @@ def sample(
         chunks = []
         step = batch_size or num
         for start in range(0, num, step):
-            chunks.append(_sample_batch(generator, min(step, num - start), max_len, temperature, top_k, top_p, rng))
+            chunks.append(
+                _sample_batch(generator, min(step, num - start), max_len, temperature, top_k, top_p, rng)
+            )
     finally:
         generator.train(was_training)
     return Samples(*(torch.cat([getattr(c, f) for c in chunks]) for f in ("tokens", "log_probs", "mask")))

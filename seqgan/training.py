@@ -115,8 +115,12 @@ def discriminator_accuracy(
     was_training = discriminator.training
     discriminator.eval()
     try:
-        acc_real = torch.cat([discriminator(real[i : i + batch_size]) > 0 for i in range(0, len(real), batch_size)])
-        acc_fake = torch.cat([discriminator(fake[i : i + batch_size]) < 0 for i in range(0, len(fake), batch_size)])
+        acc_real = torch.cat(
+            [discriminator(real[i : i + batch_size]) > 0 for i in range(0, len(real), batch_size)]
+        )
+        acc_fake = torch.cat(
+            [discriminator(fake[i : i + batch_size]) < 0 for i in range(0, len(fake), batch_size)]
+        )
     finally:
         discriminator.train(was_training)
     return {
@@ -199,7 +203,12 @@ def decode_samples(tokenizer: Tokenizer, tokens: torch.Tensor) -> list[str]:
 
 
 def sample_texts(
-    generator: Generator, tokenizer: Tokenizer, num: int, max_len: int, rng: torch.Generator | None = None, **kw
+    generator: Generator,
+    tokenizer: Tokenizer,
+    num: int,
+    max_len: int,
+    rng: torch.Generator | None = None,
+    **kw,
 ) -> list[str]:
     """Samples ``num`` sequences and detokenizes them."""
     return decode_samples(tokenizer, sample(generator, num, max_len, rng=rng, **kw).tokens)

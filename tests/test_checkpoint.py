@@ -11,8 +11,16 @@ from seqgan.training import load_run, make_checkpoint, new_models
 
 
 def _payload(tmp_path):
-    cfg = load_config(None, ["generator.hidden_dim=8", "generator.embed_dim=8", "discriminator.embed_dim=4",
-                             "discriminator.filter_sizes=[2]", "discriminator.num_filters=[3]"])
+    cfg = load_config(
+        None,
+        [
+            "generator.hidden_dim=8",
+            "generator.embed_dim=8",
+            "discriminator.embed_dim=4",
+            "discriminator.filter_sizes=[2]",
+            "discriminator.num_filters=[3]",
+        ],
+    )
     tok = WordTokenizer.train(["a b c", "b c d"], split="whitespace")
     gen, disc = new_models(cfg, tok, torch.device("cpu"))
     opt = torch.optim.Adam(gen.parameters())

@@ -7,8 +7,16 @@ from seqgan.config import Config, ConfigError, describe, load_config, parse_over
 def test_defaults_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("seed: 3\ngenerator:\n  hidden_dim: 48\n")
-    cfg = load_config(path, ["generator.hidden_dim=64", "discriminator.filter_sizes=[2, 3]",
-                             "discriminator.num_filters=[5, 6]", "data.valid=null", "pretrain.lr=1e-3"])
+    cfg = load_config(
+        path,
+        [
+            "generator.hidden_dim=64",
+            "discriminator.filter_sizes=[2, 3]",
+            "discriminator.num_filters=[5, 6]",
+            "data.valid=null",
+            "pretrain.lr=1e-3",
+        ],
+    )
     assert cfg.seed == 3
     assert cfg.generator.hidden_dim == 64  # command line wins over the file
     assert cfg.discriminator.filter_sizes == [2, 3]

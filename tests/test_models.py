@@ -9,7 +9,9 @@ from seqgan.models.transformer import TransformerGenerator
 def _generators():
     torch.manual_seed(0)
     lstm = LSTMGenerator(30, embed_dim=8, hidden_dim=12, num_layers=2, pad_id=0, bos_id=1, eos_id=2)
-    tr = TransformerGenerator.from_config(30, 10, pad_id=0, bos_id=1, eos_id=2, n_layer=2, n_head=2, n_embd=16)
+    tr = TransformerGenerator.from_config(
+        30, 10, pad_id=0, bos_id=1, eos_id=2, n_layer=2, n_head=2, n_embd=16
+    )
     return [lstm, tr]
 
 

@@ -20,7 +20,9 @@ def tiny_run(tmp_path_factory):
 
 def test_pretrain_writes_everything(tiny_run):
     out, res = tiny_run
-    assert {"config.yaml", "metrics.jsonl", "pretrain.pt", "pretrain_curves.png"} <= {p.name for p in out.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "pretrain.pt", "pretrain_curves.png"} <= {
+        p.name for p in out.iterdir()
+    }
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/nll_test" in r for r in records)
     assert any("discriminator/acc_real" in r for r in records)
@@ -31,7 +33,15 @@ def test_pretrain_writes_everything(tiny_run):
 
 def test_sample_recipe(tiny_run, tmp_path, root):
     out, _ = tiny_run
-    args = ["recipes/sample.py", "--checkpoint", str(out / "pretrain.pt"), "--num-samples", "5", "--seed", "3"]
+    args = [
+        "recipes/sample.py",
+        "--checkpoint",
+        str(out / "pretrain.pt"),
+        "--num-samples",
+        "5",
+        "--seed",
+        "3",
+    ]
     a = run_recipe(args, root)
     assert a.returncode == 0, a.stderr[-2000:]
     lines = a.stdout.split("\n")
@@ -44,7 +54,9 @@ def test_sample_recipe(tiny_run, tmp_path, root):
 
 def test_pretrain_is_deterministic(tiny_run, tmp_path, root):
     out, _ = tiny_run
-    res = run_recipe(["recipes/pretrain.py", "--config", "recipes/configs/tiny.yaml", f"out_dir={tmp_path}"], root)
+    res = run_recipe(
+        ["recipes/pretrain.py", "--config", "recipes/configs/tiny.yaml", f"out_dir={tmp_path}"], root
+    )
     assert res.returncode == 0
     a = torch.load(out / "pretrain.pt", weights_only=True)["generator"]["state_dict"]
     b = torch.load(tmp_path / "pretrain.pt", weights_only=True)["generator"]["state_dict"]
@@ -52,19 +64,41 @@ def test_pretrain_is_deterministic(tiny_run, tmp_path, root):
 
 
 def test_transformer_pretrain_smoke(tmp_path, root):
-    res = run_recipe(["recipes/pretrain.py", "--config", "recipes/configs/tiny.yaml", f"out_dir={tmp_path}",
-                      "generator.kind=transformer", "generator.n_embd=16", "generator.n_head=2",
-                      "generator.n_layer=1"], root)
+    res = run_recipe(
+        [
+            "recipes/pretrain.py",
+            "--config",
+            "recipes/configs/tiny.yaml",
+            f"out_dir={tmp_path}",
+            "generator.kind=transformer",
+            "generator.n_embd=16",
+            "generator.n_head=2",
+            "generator.n_layer=1",
+        ],
+        root,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
-    s = run_recipe(["recipes/sample.py", "--checkpoint", str(tmp_path / "pretrain.pt"), "--num-samples", "3"], root)
+    s = run_recipe(
+        ["recipes/sample.py", "--checkpoint", str(tmp_path / "pretrain.pt"), "--num-samples", "3"], root
+    )
     assert s.returncode == 0 and s.stdout.count("\n") == 3
 
 
 def test_bad_config_key_is_named(root, tmp_path):
-    res = run_recipe(["recipes/pretrain.py", "--config", "recipes/configs/tiny.yaml", "pretrain.epoch=3"], root)
+    res = run_recipe(
+        ["recipes/pretrain.py", "--config", "recipes/configs/tiny.yaml", "pretrain.epoch=3"], root
+    )
     assert res.returncode != 0 and "pretrain.epoch" in res.stderr
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"ok line\n\xff\xfe broken\n")
-    res = run_recipe(["recipes/pretrain.py", "--config", "recipes/configs/tiny.yaml", f"data.train={bad}",
-                      f"out_dir={tmp_path}/o"], root)
+    res = run_recipe(
+        [
+            "recipes/pretrain.py",
+            "--config",
+            "recipes/configs/tiny.yaml",
+            f"data.train={bad}",
+            f"out_dir={tmp_path}/o",
+        ],
+        root,
+    )
     assert res.returncode != 0 and "line 2 is not valid UTF-8" in res.stderr

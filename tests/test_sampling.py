@@ -40,7 +40,7 @@ def test_max_len_eos_and_mask(gen):
         gen.proj.bias[2] = 3.0  # make EOS likely so rows end at different places
     s = sample(gen, 64, 7, rng=_rng(0))
     assert s.tokens.shape == (64, 7)
-    for row, m in zip(s.tokens.tolist(), s.mask.tolist()):
+    for row, m in zip(s.tokens.tolist(), s.mask.tolist(), strict=False):
         if 2 in row:
             end = row.index(2)
             assert all(m[: end + 1]) and not any(m[end + 1 :])

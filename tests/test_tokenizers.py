@@ -66,9 +66,12 @@ def _local_hf_tokenizer(tmp_path, lines):
 
     raw = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    raw.train_from_iterator(lines, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[BOS]", "[EOS]", "[UNK]"]))
-    fast = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="[PAD]", bos_token="[BOS]",
-                                   eos_token="[EOS]", unk_token="[UNK]")
+    raw.train_from_iterator(
+        lines, trainers.WordLevelTrainer(special_tokens=["[PAD]", "[BOS]", "[EOS]", "[UNK]"])
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=raw, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]", unk_token="[UNK]"
+    )
     fast.save_pretrained(tmp_path / "hf_tok")
     return tmp_path / "hf_tok"
 

@@ -149,7 +149,9 @@ def encode_sentences(
                 continue
             ids = ids[:max_len]
             rep.truncated += 1
-        rep.unk_tokens += sum(1 for t in ids if t == tokenizer.unk_id and tokenizer.unk_id != tokenizer.eos_id)
+        rep.unk_tokens += sum(
+            1 for t in ids if t == tokenizer.unk_id and tokenizer.unk_id != tokenizer.eos_id
+        )
         if len(ids) < max_len:
             ids = ids + [tokenizer.eos_id]
         rep.tokens += len(ids)

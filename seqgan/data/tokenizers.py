@@ -243,7 +243,9 @@ class HFTokenizer(Tokenizer):
         from transformers import AutoTokenizer
 
         if not Path(path).is_dir():
-            raise FileNotFoundError(f"tokenizer directory not found: {path} (tokenizer.hf_path must be local)")
+            raise FileNotFoundError(
+                f"tokenizer directory not found: {path} (tokenizer.hf_path must be local)"
+            )
         return cls(AutoTokenizer.from_pretrained(str(path), local_files_only=True), lowercase)
 
     @property
@@ -268,16 +270,25 @@ class HFTokenizer(Tokenizer):
     def state_dict(self) -> dict:
         backend = getattr(self.hf, "backend_tokenizer", None)
         if backend is None:
-            raise ValueError("only fast (tokenizers-backed) Hugging Face tokenizers can be saved in a checkpoint")
+            raise ValueError(
+                "only fast (tokenizers-backed) Hugging Face tokenizers can be saved in a checkpoint"
+            )
         specials = {k: v for k, v in self.hf.special_tokens_map.items() if isinstance(v, str)}
-        return {"kind": self.kind, "json": backend.to_str(), "specials": specials, "lowercase": self.lowercase}
+        return {
+            "kind": self.kind,
+            "json": backend.to_str(),
+            "specials": specials,
+            "lowercase": self.lowercase,
+        }
 
     @classmethod
     def from_state(cls, state: dict) -> HFTokenizer:
         from tokenizers import Tokenizer as RawTokenizer
         from transformers import PreTrainedTokenizerFast
 
-        hf = PreTrainedTokenizerFast(tokenizer_object=RawTokenizer.from_str(state["json"]), **state["specials"])
+        hf = PreTrainedTokenizerFast(
+            tokenizer_object=RawTokenizer.from_str(state["json"]), **state["specials"]
+        )
         return cls(hf, state["lowercase"])
 
 

@@ -17,13 +17,15 @@ from seqgan.models.base import Generator
 
 
 @torch.no_grad()
-def nll_test(generator: Generator, tokens: torch.Tensor, batch_size: int = 256) -> float:
+def nll_test(generator: Generator, tokens: torch.Tensor, batch_size: int = 256, temperature: float = 1.0) -> float:
     """Per-token NLL (nats) of ``tokens`` under ``generator``.
 
     Args:
         generator: any generator.
         tokens: ``(N, T)`` encoded held-out sequences (``y_1 .. y_n EOS PAD ..``).
         batch_size: rows per forward pass.
+        temperature: score under ``softmax(logits / temperature)``, the distribution sampled at that
+            temperature (quality-diversity sweeps); 1.0 is the model itself.
     Returns:
         ``sum(-log p) / number of real tokens``.
     """
@@ -33,7 +35,7 @@ def nll_test(generator: Generator, tokens: torch.Tensor, batch_size: int = 256) 
     try:
         for start in range(0, tokens.shape[0], batch_size):
             batch = tokens[start : start + batch_size].to(generator.device)
-            logits = generator(generator.teacher_inputs(batch)).float()  # (B, T, V)
+            logits = generator(generator.teacher_inputs(batch)).float() / temperature  # (B, T, V)
             nll = F.cross_entropy(logits.transpose(1, 2), batch, reduction="none")  # (B, T)
             mask = sequence_mask(batch, generator.eos_id)
             total += float((nll * mask).sum())

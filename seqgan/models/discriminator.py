@@ -56,7 +56,9 @@ class CNNDiscriminator(nn.Module):
         self.filter_sizes, self.num_filters = list(filter_sizes), list(num_filters)
         self.dropout_p, self.use_highway, self.pad_id = dropout, highway, pad_id
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
-        self.convs = nn.ModuleList(nn.Conv1d(embed_dim, n, k) for k, n in zip(filter_sizes, num_filters))
+        self.convs = nn.ModuleList(
+            nn.Conv1d(embed_dim, n, k) for k, n in zip(filter_sizes, num_filters, strict=False)
+        )
         feat = sum(num_filters)
         self.highway = Highway(feat) if highway else nn.Identity()
         self.dropout = nn.Dropout(dropout)
@@ -72,7 +74,9 @@ class CNNDiscriminator(nn.Module):
             return self.embedding(inputs)
         if inputs.dim() == 3 and inputs.shape[-1] == self.vocab_size:
             return inputs @ self.embedding.weight  # (B, T, V) @ (V, E)
-        raise ValueError(f"expected (B, T) token ids or (B, T, {self.vocab_size}) vectors, got {tuple(inputs.shape)}")
+        raise ValueError(
+            f"expected (B, T) token ids or (B, T, {self.vocab_size}) vectors, got {tuple(inputs.shape)}"
+        )
 
     def features(self, embeds: torch.Tensor) -> torch.Tensor:
         """``(B, T, E)`` -> ``(B, F)`` pooled, highway-transformed features."""
