@@ -102,3 +102,64 @@ def test_bad_config_key_is_named(root, tmp_path):
         root,
     )
     assert res.returncode != 0 and "line 2 is not valid UTF-8" in res.stderr
+
+
+def test_evaluate_files(tmp_path, root):
+    (tmp_path / "gen.txt").write_text("a man rides a bike\na cat on a mat\n")
+    (tmp_path / "ref.txt").write_text("a man rides a horse\na cat sits on a mat\nthe dog\n")
+    (tmp_path / "train.txt").write_text("a man on a bike\na dog on a mat\nthe cat\n")
+    res = run_recipe(
+        [
+            "recipes/evaluate.py",
+            "--samples",
+            str(tmp_path / "gen.txt"),
+            "--references",
+            str(tmp_path / "ref.txt"),
+            "--real",
+            str(tmp_path / "train.txt"),
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+        root,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads((tmp_path / "r.json").read_text())
+    from seqgan.metrics import bleu, self_bleu
+
+    hyps = [["a", "man", "rides", "a", "bike"], ["a", "cat", "on", "a", "mat"]]
+    refs = [s.split() for s in ["a man rides a horse", "a cat sits on a mat", "the dog"]]
+    assert out["bleu3"] == pytest.approx(bleu(hyps, refs, 3))
+    assert out["self_bleu2"] == pytest.approx(self_bleu(hyps, 2))
+    assert out["protocol"]["num_references"] == 3 and "real_data" in out
+    assert "real data" in res.stdout
+
+
+def test_evaluate_checkpoint_with_sweep(tiny_run, tmp_path, root):
+    out, _ = tiny_run
+    res = run_recipe(
+        [
+            "recipes/evaluate.py",
+            "--checkpoint",
+            str(out / "pretrain.pt"),
+            "--num-samples",
+            "200",
+            "--sweep",
+            "0.8",
+            "1.2",
+            "--sweep-samples",
+            "100",
+            "--out-dir",
+            str(tmp_path),
+            "--json",
+            str(tmp_path / "e.json"),
+        ],
+        root,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    result = json.loads((tmp_path / "e.json").read_text())
+    keys = {f"bleu{n}" for n in (2, 3, 4, 5)} | {f"self_bleu{n}" for n in (2, 3, 4, 5)}
+    assert keys | {"nll_test", "distinct1", "distinct2", "protocol", "real_data"} <= set(result)
+    assert result["real_data"]["bleu2"] > result["bleu2"]  # one epoch of MLE is far from real captions
+    assert [r["temperature"] for r in result["sweep"]] == [0.8, 1.2]
+    png = tmp_path / "sweep.png"
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"

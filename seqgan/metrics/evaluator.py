@@ -24,7 +24,9 @@ def tokenization_note(tokenizer: Tokenizer, lowercase: bool) -> str:
     if tokenizer.kind == "word":
         split = getattr(tokenizer, "split", "nltk")
         how = "nltk.word_tokenize(preserve_line=True)" if split == "nltk" else "str.split()"
-        return f"word-level tokenizer tokens ({how}{', lowercased' if lowercase else ''}); <unk> kept in samples"
+        return (
+            f"word-level tokenizer tokens ({how}{', lowercased' if lowercase else ''}); <unk> kept in samples"
+        )
     return f"detokenized text split by nltk.word_tokenize(preserve_line=True){', lowercased' if lowercase else ''}"
 
 
@@ -89,7 +91,9 @@ class Evaluator:
         """Samples ``num_samples`` sentences and scores them; returns (metrics, sampled ids)."""
         rng = torch.Generator(device=generator.device)
         rng.manual_seed(seed)
-        tokens = sample(generator, num_samples, max_len, temperature, top_k, top_p, rng=rng, batch_size=1024).tokens
+        tokens = sample(
+            generator, num_samples, max_len, temperature, top_k, top_p, rng=rng, batch_size=1024
+        ).tokens
         metrics = self.score_tokens(self.ids_tokens(tokens.cpu()), self_bleu)
         if with_nll and self.test_tokens is not None:
             metrics["nll_test"] = nll_test(generator, self.test_tokens)

@@ -17,7 +17,9 @@ from seqgan.models.base import Generator
 
 
 @torch.no_grad()
-def nll_test(generator: Generator, tokens: torch.Tensor, batch_size: int = 256, temperature: float = 1.0) -> float:
+def nll_test(
+    generator: Generator, tokens: torch.Tensor, batch_size: int = 256, temperature: float = 1.0
+) -> float:
     """Per-token NLL (nats) of ``tokens`` under ``generator``.
 
     Args:

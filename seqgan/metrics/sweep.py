@@ -82,8 +82,14 @@ def plot_quality_diversity(
         xs, ys = [r[sk] for r in rows], [r[bk] for r in rows]
         (line,) = ax.plot(xs, ys, marker="o", label=name)
         for r in rows:
-            ax.annotate(f"T={r['temperature']:g}", (r[sk], r[bk]), fontsize=7, xytext=(3, 3),
-                        textcoords="offset points", color=line.get_color())
+            ax.annotate(
+                f"T={r['temperature']:g}",
+                (r[sk], r[bk]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+                color=line.get_color(),
+            )
         nll = [(r["temperature"], r["nll_test"]) for r in rows if r.get("nll_test") is not None]
         if nll:
             ax2.plot([a for a, _ in nll], [b for _, b in nll], marker="o", label=name)
