@@ -73,3 +73,28 @@ def test_discriminator_shapes_and_soft_inputs():
 def test_discriminator_padding_embedding_is_zero():
     d = CNNDiscriminator(10, embed_dim=4, filter_sizes=[2], num_filters=[3], pad_id=0)
     assert d.embedding.weight[0].abs().sum() == 0
+
+
+@pytest.mark.parametrize("gen", _generators(), ids=["lstm", "transformer"])
+def test_masked_logits_equal_full_forward(gen):
+    gen.eval()
+    inputs = torch.randint(3, 30, (3, 7))
+    mask = torch.rand(3, 7) > 0.4
+    torch.testing.assert_close(gen.masked_logits(inputs, mask), gen(inputs)[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_mle_step_ignores_trailing_padding():
+    from seqgan.training import mle_step
+
+    torch.manual_seed(0)
+    tokens = torch.tensor([[5, 6, 2, 0, 0, 0], [7, 2, 0, 0, 0, 0]])
+    losses = []
+    for width in (6, 3):  # the same sentences padded to different lengths give the same update
+        torch.manual_seed(1)
+        gen = LSTMGenerator(10, 4, 4, pad_id=0, bos_id=1, eos_id=2)
+        opt = torch.optim.SGD(gen.parameters(), lr=0.1)
+        losses.append((mle_step(gen, opt, tokens[:, :width]), gen.proj.weight.detach().clone()))
+    assert losses[0][0] == pytest.approx(losses[1][0])
+    torch.testing.assert_close(losses[0][1], losses[1][1])
+    logits = LSTMGenerator(10, 4, 4)(torch.zeros(1, 1, dtype=torch.long))
+    assert logits.shape == (1, 1, 10)

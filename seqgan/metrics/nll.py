@@ -37,10 +37,11 @@ def nll_test(
     try:
         for start in range(0, tokens.shape[0], batch_size):
             batch = tokens[start : start + batch_size].to(generator.device)
-            logits = generator(generator.teacher_inputs(batch)).float() / temperature  # (B, T, V)
-            nll = F.cross_entropy(logits.transpose(1, 2), batch, reduction="none")  # (B, T)
             mask = sequence_mask(batch, generator.eos_id)
-            total += float((nll * mask).sum())
+            width = int(mask.sum(dim=1).max())  # trailing padding changes nothing in a causal model
+            batch, mask = batch[:, :width], mask[:, :width]
+            logits = generator.masked_logits(generator.teacher_inputs(batch), mask).float() / temperature
+            total += float(F.cross_entropy(logits, batch[mask], reduction="sum"))  # (N, V) real tokens only
             count += int(mask.sum())
     finally:
         generator.train(was_training)

@@ -31,6 +31,14 @@ class Generator(nn.Module):
         """
         raise NotImplementedError
 
+    def masked_logits(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits at the positions where ``mask`` is True only: ``(N, V)`` for N True entries.
+
+        Equal to ``self(inputs)[mask]``; subclasses skip the vocabulary projection at padded positions, which is
+        most of the cost of an MLE step on short sentences.
+        """
+        return self(inputs)[mask]
+
     def init_state(self, batch_size: int) -> Any:
         """The state before any token has been read (the next ``step`` input is BOS)."""
         raise NotImplementedError

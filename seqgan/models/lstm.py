@@ -40,6 +40,10 @@ class LSTMGenerator(Generator):
         out, _ = self.lstm(self.embedding(inputs))  # (B, T, H)
         return self.proj(self.dropout(out))  # (B, T, V)
 
+    def masked_logits(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embedding(inputs))  # (B, T, H)
+        return self.proj(self.dropout(out[mask]))  # (N, V)
+
     def forward_embeddings(self, embeds: torch.Tensor, state=None) -> tuple[torch.Tensor, tuple]:
         """Runs the LSTM over ``(B, T, E)`` input embeddings (soft inputs); returns logits and final state."""
         out, state = self.lstm(embeds, state)

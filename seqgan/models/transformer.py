@@ -319,6 +319,17 @@ class TransformerGenerator(Generator):
         out = self.model(input_ids=inputs, use_cache=False)
         return out.logits.float()
 
+    def masked_logits(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logits at masked positions only: the base model's hidden states through the output embedding.
+
+        Models whose head does more than one linear map (e.g. final logit soft-capping) use the full forward.
+        """
+        if getattr(self.model.config, "final_logit_softcapping", None):
+            return self(inputs)[mask]
+        self._check_positions(inputs.shape[1])
+        hidden = self.model.base_model(input_ids=inputs, use_cache=False).last_hidden_state  # (B, T, D)
+        return self.model.get_output_embeddings()(hidden[mask]).float()  # (N, V)
+
     # ------------------------------------------------------------------ incremental decoding
     def init_state(self, batch_size: int) -> TransformerState:
         """The empty state (no cache, length 0); the next ``step`` input is BOS."""
