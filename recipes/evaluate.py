@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 from seqgan.checkpoint import CheckpointError
-from seqgan.data.datasets import DataError, check_text_file, encode_sentences, load_text_splits
+from seqgan.data.datasets import DataError, check_text_file
 from seqgan.metrics.evaluator import Evaluator
 from seqgan.metrics.suite import METRIC_KEYS, format_table, protocol, text_metrics
 from seqgan.metrics.sweep import plot_quality_diversity, save_sweep, temperature_sweep
-from seqgan.training import load_run
+from seqgan.training import load_oracle, load_run, prepare_data
 from seqgan.utils import resolve_device
 
 TABLE_KEYS = [*METRIC_KEYS, "distinct1", "distinct2", "avg_len", "nll_test", "nll_oracle", "fed"]
@@ -104,18 +104,22 @@ def evaluate_checkpoint(args) -> dict:
     device = resolve_device(args.device)
     run = load_run(args.checkpoint, device)
     cfg = run.cfg
-    splits = load_text_splits(cfg.data, cfg.seed)
+    data = prepare_data(cfg, run.tokenizer)
+    splits = data.raw
     if "test" not in splits:
         raise DataError(
             "the checkpoint's config has no test split (data.test); evaluate with --samples instead"
         )
-    test_tokens, _ = encode_sentences(splits["test"], run.tokenizer, cfg.data.max_len, cfg.data.overlong)
+    test_tokens = data.splits["test"]
     ev = Evaluator(run.tokenizer, splits["test"], test_tokens, cfg.data.lowercase)
     name = args.name or f"{cfg.generator.kind} ({run.payload.get('stage', 'model')})"
     t0 = time.time()
     metrics, tokens = ev.evaluate(
         run.generator, args.num_samples, cfg.data.max_len, args.temperature, args.top_k, args.top_p, args.seed
     )
+    if cfg.data.synthetic == "oracle":
+        oracle, _ = load_oracle(cfg.data)
+        metrics["nll_oracle"] = oracle.nll(tokens.cpu())
     rows = {name: metrics}
     if not args.no_real:
         rows["real data"] = ev.real_data_row(splits["train"], args.num_samples, args.seed)

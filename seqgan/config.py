@@ -45,6 +45,18 @@ class DataConfig:
     """What to do with sentences longer than max_len tokens; the count is reported either way."""
     lowercase: bool = True
     """Lowercase text before tokenization."""
+    synthetic: Literal["oracle"] | None = None
+    """"oracle": instead of text files, sample train/test sequences from the SeqGAN synthetic oracle LSTM
+    (fixed length ``max_len``, no EOS, ids as tokens) and report NLL_oracle."""
+    oracle_path: str | None = None
+    """Oracle weights (.npz); default: the SeqGAN paper's oracle in ../shared/data/seqgan_oracle when present,
+    else a random oracle built from ``oracle_seed``."""
+    oracle_seed: int = 0
+    """Seed of the random oracle (when no weights file is used)."""
+    num_train: int = 10000
+    """Synthetic data: training sequences sampled from the oracle (10,000 in the SeqGAN paper)."""
+    num_test: int = 10000
+    """Synthetic data: held-out sequences sampled from the oracle (for NLL_test)."""
 
 
 @dataclass

@@ -14,7 +14,7 @@ from torch import nn
 from seqgan.checkpoint import CheckpointError, load_checkpoint, rng_state
 from seqgan.config import Config, from_dict, to_dict
 from seqgan.data.datasets import EncodeReport, encode_sentences, load_text_splits, sequence_mask
-from seqgan.data.tokenizers import Tokenizer, build_tokenizer, tokenizer_from_state
+from seqgan.data.tokenizers import IdTokenizer, Tokenizer, build_tokenizer, tokenizer_from_state
 from seqgan.losses import discriminator_bce
 from seqgan.models import build_discriminator, build_generator, generator_from_spec
 from seqgan.models.base import Generator
@@ -32,8 +32,38 @@ class PreparedData:
     raw: dict[str, list[str]]
 
 
+def load_oracle(data_cfg):
+    """The synthetic oracle a config names: (oracle, "seqgan_paper" | "random")."""
+    from seqgan.metrics.oracle import OracleLSTM
+
+    if data_cfg.oracle_path:
+        return OracleLSTM.from_npz(data_cfg.oracle_path, seq_len=data_cfg.max_len), "file"
+    oracle, kind = OracleLSTM.load_or_random(None, data_cfg.oracle_seed)
+    oracle.seq_len = data_cfg.max_len
+    return oracle, kind
+
+
+def _prepare_synthetic(cfg: Config) -> PreparedData:
+    oracle, _ = load_oracle(cfg.data)
+    rng = torch.Generator()
+    rng.manual_seed(cfg.seed)
+    splits = {
+        "train": oracle.sample(cfg.data.num_train, generator=rng),
+        "test": oracle.sample(cfg.data.num_test, generator=rng),
+    }
+    tok = IdTokenizer(oracle.vocab_size, oracle.start_token)
+    reports = {k: EncodeReport(len(v), len(v), tokens=v.numel()) for k, v in splits.items()}
+    raw = {k: [tok.decode(r) for r in v.tolist()] for k, v in splits.items()}
+    return PreparedData(tok, splits, reports, raw)
+
+
 def prepare_data(cfg: Config, tokenizer: Tokenizer | None = None) -> PreparedData:
-    """Loads the splits, trains the tokenizer on train (unless one is given) and encodes every split."""
+    """Loads the splits, trains the tokenizer on train (unless one is given) and encodes every split.
+
+    With ``data.synthetic: oracle`` the splits are sampled from the oracle instead (seeded by ``cfg.seed``).
+    """
+    if cfg.data.synthetic == "oracle":
+        return _prepare_synthetic(cfg)
     raw = load_text_splits(cfg.data, cfg.seed)
     if tokenizer is None:
         tokenizer = build_tokenizer(cfg.tokenizer, raw["train"], cfg.data.lowercase)

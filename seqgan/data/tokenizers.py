@@ -292,6 +292,47 @@ class HFTokenizer(Tokenizer):
         return cls(hf, state["lowercase"])
 
 
+class IdTokenizer(Tokenizer):
+    """Identity "tokenizer" for synthetic data whose tokens are already ids ``0 .. vocab_size-1`` (the SeqGAN
+    oracle): text is ids written in decimal separated by spaces. Sequences have a fixed length and no EOS; the
+    start token (BOS) is an ordinary id, as in the SeqGAN paper, and PAD is never used.
+    """
+
+    kind = "ids"
+
+    def __init__(self, vocab_size: int, start_token: int = 0):
+        self._vocab_size, self.start_token = int(vocab_size), int(start_token)
+        self.pad_id = self.bos_id = self.unk_id = self.start_token
+        self.eos_id = None  # type: ignore[assignment]
+
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab_size
+
+    def tokens(self, text: str) -> list[str]:
+        return text.split()
+
+    def encode(self, text: str) -> list[int]:
+        ids = [int(t) for t in text.split()]
+        bad = [i for i in ids if not 0 <= i < self._vocab_size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} outside [0, {self._vocab_size})")
+        return ids
+
+    def decode_tokens(self, ids: Iterable[int]) -> list[str]:
+        return [str(int(i)) for i in ids]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return " ".join(self.decode_tokens(ids))
+
+    def state_dict(self) -> dict:
+        return {"kind": self.kind, "vocab_size": self._vocab_size, "start_token": self.start_token}
+
+    @classmethod
+    def from_state(cls, state: dict) -> IdTokenizer:
+        return cls(state["vocab_size"], state["start_token"])
+
+
 def _first_not_none(*values):
     for v in values:
         if v is not None:
@@ -301,7 +342,7 @@ def _first_not_none(*values):
 
 def tokenizer_from_state(state: dict) -> Tokenizer:
     """Rebuilds a tokenizer from ``Tokenizer.state_dict()``."""
-    kinds = {c.kind: c for c in (WordTokenizer, SentencePieceTokenizer, HFTokenizer)}
+    kinds = {c.kind: c for c in (WordTokenizer, SentencePieceTokenizer, HFTokenizer, IdTokenizer)}
     if state.get("kind") not in kinds:
         raise ValueError(f"unknown tokenizer kind {state.get('kind')!r} in checkpoint")
     return kinds[state["kind"]].from_state(state)

@@ -66,7 +66,7 @@ def build_discriminator(cfg, tokenizer) -> CNNDiscriminator:
         cfg.num_filters,
         cfg.dropout,
         cfg.highway,
-        tokenizer.pad_id,
+        tokenizer.pad_id if tokenizer.eos_id is not None else None,  # fixed-length ids: no padding token
     )
 
 

@@ -36,7 +36,7 @@ class CNNDiscriminator(nn.Module):
         num_filters: filters per width, same length as ``filter_sizes``.
         dropout: dropout before the output layer.
         highway: use the highway layer.
-        pad_id: padding id (its embedding is zero and not trained).
+        pad_id: padding id (its embedding is zero and not trained); None when every id is a real token.
     """
 
     def __init__(
@@ -47,7 +47,7 @@ class CNNDiscriminator(nn.Module):
         num_filters: list[int] | tuple[int, ...] = (300, 300, 300, 300),
         dropout: float = 0.25,
         highway: bool = True,
-        pad_id: int = 0,
+        pad_id: int | None = 0,
     ):
         super().__init__()
         if len(filter_sizes) != len(num_filters):
