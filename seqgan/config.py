@@ -143,6 +143,53 @@ class PretrainConfig:
 
 
 @dataclass
+class AdversarialConfig:
+    method: Literal["seqgan"] = "seqgan"
+    """Adversarial training method: seqgan (policy gradient with Monte-Carlo rollout rewards)."""
+    pretrain_checkpoint: str | None = None
+    """The MLE checkpoint to start from (default: <out_dir>/pretrain.pt)."""
+    epochs: int = 50
+    """Adversarial epochs; each is g_steps generator updates then d_steps discriminator rounds."""
+    g_steps: int = 1
+    """Generator (policy-gradient) updates per epoch."""
+    d_steps: int = 4
+    """Discriminator rounds per epoch: sample d_num_negatives fresh sentences, train d_epochs on them."""
+    d_epochs: int = 2
+    """Discriminator epochs per round."""
+    d_num_negatives: int = 10000
+    """Generated sentences per discriminator round (as many real sentences are drawn)."""
+    d_batch_size: int = 64
+    """Discriminator batch size."""
+    batch_size: int = 64
+    """Sequences per generator update."""
+    num_rollouts: int = 16
+    """Monte-Carlo completions per prefix (R)."""
+    rollout_update_rate: float = 0.8
+    """The rollout policy lags the generator: rollout = rate * rollout + (1 - rate) * generator after each
+    generator update (SeqGAN uses 0.8); 0 uses the current generator."""
+    rollout_chunk_rows: int = 0
+    """Cap on continuation rows decoded at once (0: no cap; lower it to bound memory)."""
+    baseline: Literal["none", "mean", "ema"] = "none"
+    """Reward baseline: none (SeqGAN), mean reward per step over the batch, or an exponential moving average."""
+    ema_decay: float = 0.9
+    """Decay of the EMA baseline."""
+    entropy_coef: float = 0.0
+    """Weight of the entropy bonus in the generator loss."""
+    g_lr: float = 1e-3
+    """Adam learning rate of the generator during adversarial training."""
+    d_lr: float = 1e-4
+    """Adam learning rate of the discriminator during adversarial training."""
+    grad_clip: float = 5.0
+    """Generator gradient-norm clipping (0 disables)."""
+    eval_every: int = 5
+    """Evaluate (BLEU, Self-BLEU, NLL_test, NLL_oracle) every this many epochs (and at the start and end)."""
+    eval_num_samples: int = 2000
+    """Samples per scheduled evaluation."""
+    checkpoint_every: int = 5
+    """Write <out_dir>/adversarial.pt every this many epochs (and at the end)."""
+
+
+@dataclass
 class SampleConfig:
     temperature: float = 1.0
     """Softmax temperature."""
@@ -167,6 +214,7 @@ class Config:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def __post_init__(self) -> None:

@@ -39,8 +39,14 @@ class MetricsLogger:
     (``generator/nll``, ``eval/nll_test``). Non-finite values are written as null.
     """
 
-    def __init__(self, out_dir: str | Path, tensorboard: bool = False, append: bool = False):
-        self.path = Path(out_dir) / "metrics.jsonl"
+    def __init__(
+        self,
+        out_dir: str | Path,
+        tensorboard: bool = False,
+        append: bool = False,
+        name: str = "metrics.jsonl",
+    ):
+        self.path = Path(out_dir) / name
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not append:
             self.path.write_text("")

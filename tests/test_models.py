@@ -57,7 +57,7 @@ def test_discriminator_shapes_and_soft_inputs():
     torch.manual_seed(0)
     d = CNNDiscriminator(20, embed_dim=8, filter_sizes=[2, 3, 5], num_filters=[4, 5, 6], dropout=0.0)
     d.eval()
-    tokens = torch.randint(0, 20, (7, 12))
+    tokens = torch.randint(1, 20, (7, 12))  # no padding id inside
     out = d(tokens)
     assert out.shape == (7,)
     one_hot = torch.nn.functional.one_hot(tokens, 20).float()
@@ -98,3 +98,18 @@ def test_mle_step_ignores_trailing_padding():
     torch.testing.assert_close(losses[0][1], losses[1][1])
     logits = LSTMGenerator(10, 4, 4)(torch.zeros(1, 1, dtype=torch.long))
     assert logits.shape == (1, 1, 10)
+
+
+def test_discriminator_ignores_how_much_padding_follows():
+    torch.manual_seed(0)
+    d = CNNDiscriminator(20, embed_dim=8, filter_sizes=[2, 3], num_filters=[4, 5], dropout=0.0, pad_id=0)
+    with torch.no_grad():
+        for conv in d.convs:
+            conv.bias.fill_(3.0)  # padding windows would win the max-over-time without masking
+    d.eval()
+    tokens = torch.tensor([[5, 6, 2, 0, 0], [7, 8, 9, 10, 2]])
+    longer = torch.cat([tokens, torch.zeros(2, 30, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(d(tokens), d(longer))
+    torch.testing.assert_close(d(tokens[:1, :3]), d(tokens)[:1])
+    one_hot = torch.nn.functional.one_hot(tokens, 20).float()
+    torch.testing.assert_close(d(one_hot, lengths=torch.tensor([3, 5])), d(tokens))

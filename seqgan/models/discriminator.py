@@ -78,17 +78,49 @@ class CNNDiscriminator(nn.Module):
             f"expected (B, T) token ids or (B, T, {self.vocab_size}) vectors, got {tuple(inputs.shape)}"
         )
 
-    def features(self, embeds: torch.Tensor) -> torch.Tensor:
-        """``(B, T, E)`` -> ``(B, F)`` pooled, highway-transformed features."""
-        if embeds.shape[1] < self.min_len:  # right-pad so the widest filter fits
-            embeds = F.pad(embeds, (0, 0, 0, self.min_len - embeds.shape[1]))
+    def lengths(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """``(B,)`` number of non-padding tokens of ``(B, T)`` ids (padding only follows the sequence);
+        None when the discriminator has no padding id."""
+        if self.pad_id is None:
+            return None
+        return (tokens != self.pad_id).sum(dim=1)
+
+    def features(self, embeds: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T, E)`` -> ``(B, F)`` pooled, highway-transformed features.
+
+        Max-over-time pooling reads exactly the windows that start on one of the first ``lengths`` tokens (every
+        position when ``lengths`` is None), reading zeros (the padding embedding) past the end. So the output does
+        not depend on how much padding follows a sequence, and the trailing all-padding columns of a batch are
+        skipped (the speed-up on short sentences padded to ``max_len``).
+        """
+        if lengths is None:
+            lengths = torch.full((embeds.shape[0],), embeds.shape[1], device=embeds.device)
+        # every window that starts on a real token, zero (= padding embedding) beyond the end
+        width = max(int(lengths.max()), 1) + self.min_len - 1
+        embeds = embeds[:, :width]
+        if embeds.shape[1] < width:
+            embeds = F.pad(embeds, (0, 0, 0, width - embeds.shape[1]))
         x = embeds.transpose(1, 2)  # (B, E, T)
-        pooled = [F.relu(conv(x)).amax(dim=2) for conv in self.convs]  # each (B, n_k)
+        pooled = []
+        for conv in self.convs:
+            h = F.relu(conv(x))  # (B, n_k, T - k + 1)
+            # zero (<= every ReLU output) the windows that start inside the padding
+            starts = torch.arange(h.shape[2], device=h.device)
+            h = h * (starts[None, :] < lengths.clamp(min=1)[:, None]).unsqueeze(1).to(h.dtype)
+            pooled.append(h.amax(dim=2))  # (B, n_k)
         return self.highway(torch.cat(pooled, dim=1))
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` ids or ``(B, T, V)`` probability vectors -> ``(B,)`` logits (real = positive)."""
-        return self.out(self.dropout(self.features(self.embed(inputs)))).squeeze(-1)
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T)`` ids or ``(B, T, V)`` probability vectors -> ``(B,)`` logits (real = positive).
+
+        Args:
+            inputs: token ids or probability vectors.
+            lengths: ``(B,)`` real lengths; computed from the padding id for token ids, None (every position
+                counts) for probability vectors unless given.
+        """
+        if lengths is None and inputs.dim() == 2:
+            lengths = self.lengths(inputs)
+        return self.out(self.dropout(self.features(self.embed(inputs), lengths))).squeeze(-1)
 
     def spec(self) -> dict:
         return {
