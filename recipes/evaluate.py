@@ -14,6 +14,9 @@ A checkpoint (samples from the model, references = the config's test split):
 
 from __future__ import annotations
 
+import seqgan  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+
+# isort: split
 import argparse
 import json
 import sys

@@ -9,6 +9,9 @@ tokenizer, generator, discriminator, optimizers, RNG state, step).
 
 from __future__ import annotations
 
+import seqgan  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+
+# isort: split
 import argparse
 import sys
 import time
@@ -27,6 +30,7 @@ from seqgan.training import (
     decode_samples,
     discriminator_accuracy,
     discriminator_epochs,
+    load_oracle,
     make_checkpoint,
     mle_step,
     new_models,
@@ -76,6 +80,7 @@ def main(argv=None) -> Path:
     g_opt = torch.optim.Adam(generator.parameters(), lr=cfg.pretrain.lr)
     logger = MetricsLogger(out)
     pc, sc = cfg.pretrain, cfg.sample
+    oracle = load_oracle(cfg.data)[0] if cfg.data.synthetic == "oracle" else None
 
     # ---- MLE pretraining
     step = 0
@@ -96,6 +101,11 @@ def main(argv=None) -> Path:
         metrics = {"epoch": epoch, "generator/train_nll": total / max(count, 1)}
         for name in heldout:
             metrics[f"eval/nll_{name}"] = nll_test(generator, data.splits[name], pc.eval_batch_size)
+        if oracle is not None:  # NLL_oracle of fresh samples, the synthetic benchmark's metric
+            fresh = sample(
+                generator, pc.oracle_eval_samples, cfg.data.max_len, rng=sample_rng, batch_size=1024
+            )
+            metrics["eval/nll_oracle"] = oracle.nll(fresh.tokens.cpu())
         logger.log(step, metrics)
         print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch"))
         if pc.num_print_samples:
@@ -146,7 +156,7 @@ def main(argv=None) -> Path:
     path = save_checkpoint(ckpt, out / "pretrain.pt")
     plot_curves(
         out / "metrics.jsonl",
-        ["generator/train_nll", "eval/nll_valid", "eval/nll_test"],
+        ["generator/train_nll", "eval/nll_valid", "eval/nll_test", "eval/nll_oracle"],
         out / "pretrain_curves.png",
         x="epoch",
         title="MLE pretraining",

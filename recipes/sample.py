@@ -7,6 +7,9 @@ python recipes/sample.py --checkpoint runs/coco_lstm/pretrain.pt --num-samples 1
 
 from __future__ import annotations
 
+import seqgan  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+
+# isort: split
 import argparse
 import sys
 from pathlib import Path

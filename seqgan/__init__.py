@@ -1,6 +1,13 @@
 """seqgan: adversarial training of text generators (SeqGAN policy gradient, relaxations, ScratchGAN,
 conditional GANs) with exact, fast evaluation."""
 
+import os
+
+# OpenMP threads that spin while waiting make torch 5-10x slower on CPUs shared with any other busy process;
+# sleeping waits cost little otherwise. Only effective when seqgan is imported before torch; set the variable
+# yourself to choose.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from seqgan.checkpoint import load_checkpoint, save_checkpoint
 from seqgan.config import Config, ConfigError, load_config
 from seqgan.data import HFTokenizer, SentencePieceTokenizer, WordTokenizer

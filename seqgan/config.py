@@ -130,6 +130,8 @@ class PretrainConfig:
     """Batch size for held-out NLL."""
     num_print_samples: int = 5
     """Samples printed after each epoch."""
+    oracle_eval_samples: int = 5000
+    """Synthetic-oracle runs: samples scored by the oracle (NLL_oracle) after each epoch."""
     d_rounds: int = 3
     """Discriminator pretraining: rounds of (generate fresh negatives, train d_epochs)."""
     d_epochs: int = 2

@@ -197,3 +197,54 @@ def test_oracle_pretrain_and_evaluate(tmp_path, root):
     # the uniform-token level (about 5.8 and 11.4 for the paper's oracle)
     assert 5.0 < result["nll_oracle"] < 12.0
     assert result["nll_test"] > 0
+
+
+def test_pipeline_and_adversarial_resume(tmp_path, root):
+    """run.py = pretrain -> adversarial -> evaluate; then --resume continues the adversarial stage."""
+    res = run_recipe(
+        [
+            "recipes/run.py",
+            "--config",
+            "recipes/configs/tiny.yaml",
+            "--eval-samples",
+            "100",
+            f"out_dir={tmp_path}",
+        ],
+        root,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert set(summary["rows"]) == {"real data", "MLE", "SeqGAN"}
+    assert summary["rows"]["SeqGAN"]["bleu2"] is not None and (tmp_path / "results.md").exists()
+    adv = torch.load(tmp_path / "adversarial.pt", weights_only=True)
+    pre = torch.load(tmp_path / "pretrain.pt", weights_only=True)
+    assert adv["stage"] == "adversarial" and adv["epoch"] == 2
+    assert {"generator", "discriminator", "rollout", "g_optimizer", "d_optimizer"} <= set(adv["trainer"])
+    changed = [
+        k
+        for k in pre["generator"]["state_dict"]
+        if not torch.equal(pre["generator"]["state_dict"][k], adv["generator"]["state_dict"][k])
+    ]
+    assert changed  # the adversarial generator is saved, not the MLE one
+    records = [json.loads(line) for line in (tmp_path / "adversarial_metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert all("rollout/reward_mean" in r and "discriminator/acc_fake" in r for r in records[1:])
+    assert all("eval/bleu2" in r and "eval/nll_test" in r for r in records)
+
+    res = run_recipe(
+        [
+            "recipes/adversarial.py",
+            "--config",
+            "recipes/configs/tiny.yaml",
+            f"out_dir={tmp_path}",
+            "adversarial.epochs=3",
+            "--resume",
+        ],
+        root,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (
+        "resumed" in res.stdout and torch.load(tmp_path / "adversarial.pt", weights_only=True)["epoch"] == 3
+    )
+    records = [json.loads(line) for line in (tmp_path / "adversarial_metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3]
