@@ -28,25 +28,14 @@ from seqgan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint,
 from seqgan.config import ConfigError, load_config, save_config
 from seqgan.data.datasets import DataError
 from seqgan.metrics.evaluator import Evaluator
-from seqgan.metrics.suite import format_table
+from seqgan.metrics.suite import METRIC_KEYS, format_table
 from seqgan.plotting import plot_curves
 from seqgan.sampling import sample
 from seqgan.trainers import PolicyGradientConfig, PolicyGradientTrainer
 from seqgan.training import discriminator_epochs, load_oracle, load_run, make_checkpoint, prepare_data
 from seqgan.utils import MetricsLogger, resolve_device, seed_everything
 
-EVAL_KEYS = [
-    "bleu2",
-    "bleu3",
-    "bleu4",
-    "bleu5",
-    "self_bleu2",
-    "self_bleu3",
-    "self_bleu4",
-    "self_bleu5",
-    "nll_test",
-    "nll_oracle",
-]
+EVAL_KEYS = [*METRIC_KEYS, "nll_test", "nll_oracle"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:

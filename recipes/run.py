@@ -24,22 +24,10 @@ from pathlib import Path
 from seqgan.checkpoint import CheckpointError
 from seqgan.config import ConfigError, load_config
 from seqgan.data.datasets import DataError
-from seqgan.metrics.suite import format_table
+from seqgan.metrics.suite import METRIC_KEYS, format_table
 
 HERE = Path(__file__).resolve().parent
-KEYS = [
-    "bleu2",
-    "bleu3",
-    "bleu4",
-    "bleu5",
-    "self_bleu2",
-    "self_bleu3",
-    "self_bleu4",
-    "self_bleu5",
-    "nll_test",
-    "nll_oracle",
-    "fed",
-]
+KEYS = [*METRIC_KEYS, "nll_test", "nll_oracle", "fed"]
 
 
 def _recipe(name: str):

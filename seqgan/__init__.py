@@ -12,7 +12,9 @@ from seqgan.checkpoint import load_checkpoint, save_checkpoint
 from seqgan.config import Config, ConfigError, load_config
 from seqgan.data import HFTokenizer, SentencePieceTokenizer, WordTokenizer
 from seqgan.models import CNNDiscriminator, Generator, LSTMGenerator
+from seqgan.rollout import MonteCarloRollout
 from seqgan.sampling import Samples, sample
+from seqgan.trainers import PolicyGradientConfig, PolicyGradientTrainer
 
 __version__ = "0.1.0"
 
@@ -32,6 +34,9 @@ __all__ = [
     "Generator",
     "HFTokenizer",
     "LSTMGenerator",
+    "MonteCarloRollout",
+    "PolicyGradientConfig",
+    "PolicyGradientTrainer",
     "SentencePieceTokenizer",
     "Samples",
     "TransformerGenerator",

@@ -253,3 +253,7 @@ def test_end_to_end_generator_learns_what_the_discriminator_prefers():
         trainer.discriminator_step(contains_target(32, data))
     after = target_rate(trainer)
     assert after > 1.5 * before, (before, after)
+
+
+def test_readme_snippet_imports():
+    from seqgan import MonteCarloRollout, PolicyGradientConfig, PolicyGradientTrainer  # noqa: F401
