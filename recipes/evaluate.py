@@ -180,7 +180,9 @@ def evaluate_checkpoint(args) -> dict:
         for other in args.compare:
             blob = json.loads(Path(other).read_text())
             curves[blob.get("name", Path(other).stem)] = blob["rows"]
-        points = {"real data": rows["real data"]} if "real data" in rows else {}
+        points = {}  # Self-BLEU depends on the sample count: the real point uses the sweep's count
+        if not args.no_real:
+            points["real data"] = ev.real_data_row(splits["train"], args.sweep_samples, args.seed)
         png = plot_quality_diversity(curves, out_dir / "sweep.png", args.sweep_order, points)
         print(
             format_table(

@@ -83,6 +83,16 @@ def main(argv=None) -> dict:
         rows[name] = {k: result.get(k) for k in KEYS}
         rows["real data"] = {k: result.get("real_data", {}).get(k) for k in KEYS}
     rows = {"real data": rows.pop("real data"), **rows}
+    if args.sweep:  # the SeqGAN point on the MLE temperature curve (same sample counts everywhere)
+        from seqgan.metrics.sweep import plot_quality_diversity
+
+        sweep = json.loads((out / "sweep.json").read_text())["rows"]
+        plot_quality_diversity(
+            {"MLE (temperature sweep)": sweep},
+            out / "sweep.png",
+            4,
+            {"real data": rows["real data"], "SeqGAN (T=1)": rows["SeqGAN"]},
+        )
     keys = [k for k in KEYS if any(r.get(k) is not None for r in rows.values())]
     table = format_table(rows, keys)
     print(table)
