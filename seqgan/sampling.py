@@ -121,10 +121,19 @@ def _sample_batch(generator, num, max_len, temperature, top_k, top_p, rng) -> Sa
     for t in range(max_len):
         logits, state = generator.step(prev, state)
         logits = logits.float().index_fill(1, banned, float("-inf")) if len(banned) else logits.float()
-        logp = sampling_log_probs(logits, temperature, top_k, top_p)
-        tok = draw(logp.exp(), rng)
+        if temperature != 1.0:
+            logits = logits / temperature
+        if top_k or top_p < 1.0:
+            logits = filter_logits(logits, top_k, top_p)
+        # unnormalised probabilities, their CDF and the chosen token's log-probability in few passes over V
+        top = logits.amax(dim=1, keepdim=True)  # (B, 1)
+        cdf = (logits - top).exp_().cumsum_(dim=1)  # (B, V)
+        total = cdf[:, -1:]
+        u = torch.rand(num, 1, device=device, generator=rng) * total
+        tok = torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
+        chosen = (logits.gather(1, tok[:, None]) - top - total.log()).squeeze(1)  # log p(tok)
         tokens[:, t] = torch.where(alive, tok, generator.pad_id)
-        log_probs[:, t] = torch.where(alive, logp.gather(1, tok[:, None]).squeeze(1), 0.0)
+        log_probs[:, t] = torch.where(alive, chosen, 0.0)
         mask[:, t] = alive
         if generator.eos_id is not None:
             alive = alive & (tok != generator.eos_id)
