@@ -18,15 +18,6 @@ from seqgan.trainers import PolicyGradientConfig, PolicyGradientTrainer
 VOCAB, PAD, BOS, EOS, T = 10, 0, 1, 2, 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (and stall badly on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_models(kind: str = "lstm", seed: int = 0):
     torch.manual_seed(seed)
     if kind == "lstm":

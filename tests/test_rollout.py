@@ -16,15 +16,6 @@ VOCAB, PAD, BOS, EOS = 12, 0, 1, 2
 KINDS = ["lstm", "transformer"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (and stall badly on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_generator(kind: str, seed: int = 0, max_len: int = 8):
     torch.manual_seed(seed)
     if kind == "lstm":
