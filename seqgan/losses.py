@@ -1,6 +1,6 @@
 """Training objectives as plain functions with documented shapes.
 
-Currently: the masked maximum-likelihood loss of MLE pretraining, the discriminator's binary cross-entropy, and
+Currently: the masked maximum-likelihood loss of MLE pretraining (also NLL_test), the discriminator's binary cross-entropy, and
 the REINFORCE loss of SeqGAN's adversarial generator updates (Yu et al. 2017, arXiv 1609.05473, eq. 6) with an
 optional baseline and entropy bonus.
 """
@@ -10,20 +10,30 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from seqgan.data.datasets import sequence_mask
 
-def masked_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean negative log-likelihood per real token; padding never counts.
+
+def sequence_nll(generator, tokens: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, int]:
+    """Summed negative log-likelihood of ``tokens`` under ``generator`` (teacher forcing); padding never counts.
+
+    Real tokens are those up to and including the first EOS (:func:`~seqgan.data.datasets.sequence_mask`).
+    Trailing all-padding columns are dropped first (they change nothing in a causal model) and the vocabulary
+    projection runs only at real tokens (``Generator.masked_logits``).
 
     Args:
-        logits: ``(B, T, V)`` next-token logits.
-        targets: ``(B, T)`` target ids.
-        mask: ``(B, T)`` bool, True for real tokens.
+        generator: any :class:`~seqgan.models.base.Generator`.
+        tokens: ``(B, T)`` target sequences ``y_1 .. y_n EOS PAD ..``.
+        temperature: score under ``softmax(logits / temperature)``.
     Returns:
-        Scalar: sum of -log p(target) over masked positions divided by the number of masked positions.
+        ``(sum of -log p(y_t) over real tokens, number of real tokens)``; the mean NLL is their ratio.
     """
-    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
-    m = mask.reshape(-1).to(nll.dtype)
-    return (nll * m).sum() / m.sum().clamp(min=1.0)
+    mask = sequence_mask(tokens, generator.eos_id)  # (B, T)
+    width = int(mask.sum(dim=1).max())
+    tokens, mask = tokens[:, :width], mask[:, :width]
+    logits = generator.masked_logits(generator.teacher_inputs(tokens), mask).float()  # (N, V)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return F.cross_entropy(logits, tokens[mask], reduction="sum"), int(mask.sum())
 
 
 def discriminator_bce(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:

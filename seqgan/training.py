@@ -8,14 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from seqgan.checkpoint import CheckpointError, load_checkpoint, rng_state
 from seqgan.config import Config, from_dict, to_dict
-from seqgan.data.datasets import EncodeReport, encode_sentences, load_text_splits, sequence_mask
+from seqgan.data.datasets import EncodeReport, encode_sentences, load_text_splits
 from seqgan.data.tokenizers import IdTokenizer, Tokenizer, build_tokenizer, tokenizer_from_state
-from seqgan.losses import discriminator_bce
+from seqgan.losses import discriminator_bce, sequence_nll
 from seqgan.models import build_discriminator, build_generator, generator_from_spec
 from seqgan.models.base import Generator
 from seqgan.models.discriminator import CNNDiscriminator
@@ -78,11 +77,8 @@ def mle_step(
 ) -> float:
     """One teacher-forced maximum-likelihood update on ``(B, T)`` target sequences; returns the loss."""
     generator.train()
-    mask = sequence_mask(tokens, generator.eos_id)
-    width = int(mask.sum(dim=1).max())  # trailing padding columns change nothing in a causal model
-    tokens, mask = tokens[:, :width], mask[:, :width]
-    logits = generator.masked_logits(generator.teacher_inputs(tokens), mask)  # (N, V) at real tokens only
-    loss = F.cross_entropy(logits.float(), tokens[mask])  # mean NLL per real token
+    total, count = sequence_nll(generator, tokens)
+    loss = total / max(count, 1)  # mean NLL per real token
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite MLE loss {loss.item()}; lower pretrain.lr or check the data")
     optimizer.zero_grad(set_to_none=True)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from seqgan.losses import masked_nll
-from seqgan.models import CNNDiscriminator, LSTMGenerator, generator_from_spec
+from seqgan.losses import sequence_nll
+from seqgan.models import CNNDiscriminator, Generator, LSTMGenerator, generator_from_spec
 from seqgan.models.transformer import TransformerGenerator
 
 
@@ -39,18 +39,31 @@ def test_spec_round_trip(gen, tmp_path):
     torch.testing.assert_close(again(x), gen(x))
 
 
-def test_masked_nll_ignores_padding_hand_computed():
-    # two rows; the second row's last position is padding and must not count
+class FixedLogits(Generator):
+    """A generator whose teacher-forced logits are given."""
+
+    def __init__(self, logits, eos_id):
+        super().__init__()
+        self.logits, self.vocab_size = logits, logits.shape[-1]
+        self.pad_id, self.bos_id, self.eos_id = 0, 1, eos_id
+
+    def forward(self, inputs):
+        return self.logits[:, : inputs.shape[1]]
+
+
+def test_sequence_nll_ignores_padding_hand_computed():
+    # two rows; the second ends at its first token (EOS = 0), so its last position is padding and must not count
     logits = torch.zeros(2, 2, 3)
     logits[0, 0] = torch.tensor([0.0, 0.0, 2.0])
     logits[1, 1] = torch.tensor([100.0, -100.0, 5.0])  # garbage at a padded position
     targets = torch.tensor([[2, 1], [0, 0]])
-    mask = torch.tensor([[True, True], [True, False]])
     import math
 
     p = math.exp(2) / (2 + math.exp(2))
     expected = (-math.log(p) + math.log(3) + math.log(3)) / 3
-    assert masked_nll(logits, targets, mask).item() == pytest.approx(expected, rel=1e-6)
+    total, count = sequence_nll(FixedLogits(logits, eos_id=0), targets)
+    assert count == 3
+    assert (total / count).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_discriminator_shapes_and_soft_inputs():

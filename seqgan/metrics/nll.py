@@ -10,9 +10,8 @@ is reported beside it by the recipes). This differs from toolkits that average o
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from seqgan.data.datasets import sequence_mask
+from seqgan.losses import sequence_nll
 from seqgan.models.base import Generator
 
 
@@ -37,12 +36,9 @@ def nll_test(
     try:
         for start in range(0, tokens.shape[0], batch_size):
             batch = tokens[start : start + batch_size].to(generator.device)
-            mask = sequence_mask(batch, generator.eos_id)
-            width = int(mask.sum(dim=1).max())  # trailing padding changes nothing in a causal model
-            batch, mask = batch[:, :width], mask[:, :width]
-            logits = generator.masked_logits(generator.teacher_inputs(batch), mask).float() / temperature
-            total += float(F.cross_entropy(logits, batch[mask], reduction="sum"))  # (N, V) real tokens only
-            count += int(mask.sum())
+            nll, n = sequence_nll(generator, batch, temperature)
+            total += float(nll)
+            count += n
     finally:
         generator.train(was_training)
     return total / max(count, 1)
