@@ -30,9 +30,8 @@ from seqgan.data.datasets import DataError
 from seqgan.metrics.evaluator import Evaluator
 from seqgan.metrics.suite import METRIC_KEYS, format_table
 from seqgan.plotting import plot_curves
-from seqgan.sampling import sample
-from seqgan.trainers import PolicyGradientConfig, PolicyGradientTrainer
-from seqgan.training import discriminator_epochs, load_oracle, load_run, make_checkpoint, prepare_data
+from seqgan.trainers import build_trainer
+from seqgan.training import load_oracle, load_run, make_checkpoint, prepare_data
 from seqgan.utils import MetricsLogger, resolve_device, seed_everything
 
 EVAL_KEYS = [*METRIC_KEYS, "nll_test", "nll_oracle"]
@@ -44,24 +43,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from out_dir/adversarial.pt")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. adversarial.epochs=10")
     return p.parse_args(argv)
-
-
-def trainer_config(cfg) -> PolicyGradientConfig:
-    a = cfg.adversarial
-    return PolicyGradientConfig(
-        batch_size=a.batch_size,
-        num_rollouts=a.num_rollouts,
-        rollout_update_rate=a.rollout_update_rate,
-        baseline=a.baseline,
-        ema_decay=a.ema_decay,
-        entropy_coef=a.entropy_coef,
-        g_lr=a.g_lr,
-        d_lr=a.d_lr,
-        grad_clip=a.grad_clip,
-        temperature=1.0,
-        max_len=cfg.data.max_len,
-        rollout_chunk_rows=a.rollout_chunk_rows,
-    )
 
 
 def evaluate(ev: Evaluator, generator, cfg, oracle, seed: int) -> dict:
@@ -92,7 +73,7 @@ def main(argv=None) -> Path:
     data_rng = seed_everything(cfg.seed)
     sample_rng = torch.Generator(device=device)
     sample_rng.manual_seed(cfg.seed + 1)
-    trainer = PolicyGradientTrainer(generator, discriminator, trainer_config(cfg), rng=sample_rng)
+    trainer = build_trainer(cfg, generator, discriminator, rng=sample_rng)
     start_epoch = 0
     if args.resume:
         state = load_checkpoint(ckpt_path)
@@ -137,21 +118,8 @@ def main(argv=None) -> Path:
     bar = tqdm(range(start_epoch + 1, a.epochs + 1), desc="adversarial", disable=None)
     for epoch in bar:
         t0 = time.time()
-        metrics: dict = {"epoch": epoch}
-        for _ in range(a.g_steps):
-            metrics.update(trainer.generator_step())
-        t_g = time.time() - t0
-        for _ in range(a.d_steps):
-            fake = sample(
-                generator, a.d_num_negatives, cfg.data.max_len, rng=sample_rng, batch_size=1024
-            ).tokens
-            real = train[torch.randperm(len(train), generator=data_rng)[: a.d_num_negatives].to(device)]
-            metrics.update(
-                discriminator_epochs(
-                    discriminator, trainer.d_optimizer, real, fake, a.d_epochs, a.d_batch_size, data_rng
-                )
-            )
-        metrics["time/generator_s"], metrics["time/epoch_s"] = t_g, time.time() - t0
+        metrics: dict = {"epoch": epoch, **trainer.train_epoch(train, data_rng)}
+        metrics["time/epoch_s"] = time.time() - t0
         if epoch % a.eval_every == 0 or epoch == a.epochs:
             metrics.update(evaluate(ev, generator, cfg, oracle, cfg.seed))
             tqdm.write(f"epoch {epoch}: " + _fmt(metrics))

@@ -248,3 +248,28 @@ def test_end_to_end_generator_learns_what_the_discriminator_prefers():
 
 def test_readme_snippet_imports():
     from seqgan import MonteCarloRollout, PolicyGradientConfig, PolicyGradientTrainer  # noqa: F401
+
+
+def test_train_epoch_runs_the_configured_schedule_and_changes_both_models():
+    trainer = make_trainer(g_steps=2, d_steps=3, d_epochs=1, d_num_negatives=8, d_batch_size=4)
+    g0, d0 = snapshot(trainer.generator), snapshot(trainer.discriminator)
+    real = torch.cat([real_batch(6, seed=s) for s in range(3)])
+    metrics = trainer.train_epoch(real, torch.Generator().manual_seed(0))
+    assert trainer.g_steps == 2
+    assert changed(g0, trainer.generator) and changed(d0, trainer.discriminator)
+    assert {"generator/pg_loss", "discriminator/loss", "time/generator_s"} <= set(metrics)
+
+
+def test_build_trainer_dispatches_on_method_and_rejects_unknown():
+    from seqgan.config import Config, ConfigError
+    from seqgan.trainers import build_trainer
+
+    gen, disc = make_models()
+    cfg = Config()
+    cfg.data.max_len, cfg.adversarial.num_rollouts, cfg.adversarial.d_steps = T, 2, 3
+    trainer = build_trainer(cfg, gen, disc)
+    assert isinstance(trainer, PolicyGradientTrainer)
+    assert trainer.config.max_len == T and trainer.config.num_rollouts == 2 and trainer.config.d_steps == 3
+    cfg.adversarial.method = "nope"
+    with pytest.raises(ConfigError, match="adversarial.method"):
+        build_trainer(cfg, gen, disc)

@@ -15,6 +15,7 @@ sampling policy.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqgan.config import Config
 from seqgan.losses import entropy_bonus, policy_gradient_loss
 from seqgan.models.base import Generator
 from seqgan.rollout import MonteCarloRollout
 from seqgan.sampling import sample
-from seqgan.training import discriminator_step
+from seqgan.training import discriminator_epochs, discriminator_step
 
 __all__ = ["PolicyGradientConfig", "PolicyGradientTrainer"]
 
@@ -61,6 +63,40 @@ class PolicyGradientConfig:
     """Length of the sampled sequences (COCO captions: 37)."""
     rollout_chunk_rows: int = 0
     """Most rollout rows decoded at once (memory bound; 0: no cap besides the transformer key/value budget)."""
+    g_steps: int = 1
+    """:meth:`PolicyGradientTrainer.train_epoch`: generator updates per epoch."""
+    d_steps: int = 4
+    """:meth:`PolicyGradientTrainer.train_epoch`: discriminator rounds per epoch (fresh negatives each round)."""
+    d_epochs: int = 2
+    """Discriminator epochs per round."""
+    d_num_negatives: int = 10000
+    """Generated sentences per discriminator round (as many real sentences are drawn)."""
+    d_batch_size: int = 64
+    """Discriminator batch size in the rounds."""
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> PolicyGradientConfig:
+        """The trainer settings of an experiment :class:`~seqgan.config.Config` (``adversarial`` section)."""
+        a = cfg.adversarial
+        return cls(
+            batch_size=a.batch_size,
+            num_rollouts=a.num_rollouts,
+            rollout_update_rate=a.rollout_update_rate,
+            baseline=a.baseline,
+            ema_decay=a.ema_decay,
+            entropy_coef=a.entropy_coef,
+            g_lr=a.g_lr,
+            d_lr=a.d_lr,
+            grad_clip=a.grad_clip,
+            temperature=1.0,
+            max_len=cfg.data.max_len,
+            rollout_chunk_rows=a.rollout_chunk_rows,
+            g_steps=a.g_steps,
+            d_steps=a.d_steps,
+            d_epochs=a.d_epochs,
+            d_num_negatives=a.d_num_negatives,
+            d_batch_size=a.d_batch_size,
+        )
 
     def __post_init__(self) -> None:
         if self.baseline not in ("none", "mean", "ema"):
@@ -134,6 +170,52 @@ class PolicyGradientTrainer:
         self.g_steps = 0
         self.d_steps = 0
         self._banned = torch.tensor(generator.never_sample, dtype=torch.long, device=device)
+
+    @classmethod
+    def from_config(
+        cls, cfg: Config, generator: Generator, discriminator: nn.Module, rng: torch.Generator | None = None
+    ) -> PolicyGradientTrainer:
+        """The trainer an experiment config describes (``adversarial.method: seqgan``)."""
+        return cls(generator, discriminator, PolicyGradientConfig.from_config(cfg), rng=rng)
+
+    def train_epoch(self, real: torch.Tensor, data_rng: torch.Generator) -> dict[str, float]:
+        """One adversarial epoch (SeqGAN's Algorithm 1 loop body).
+
+        ``g_steps`` generator updates, then ``d_steps`` rounds of: sample ``d_num_negatives`` fresh sentences,
+        draw as many real ones from ``real`` ``(N, T)``, train ``d_epochs`` epochs on them in ``data_rng``'s order.
+
+        Returns:
+            The last generator step's metrics, the discriminator rounds' mean metrics and
+            ``time/generator_s``.
+        """
+        cfg = self.config
+        metrics: dict[str, float] = {}
+        t0 = time.perf_counter()
+        for _ in range(cfg.g_steps):
+            metrics.update(self.generator_step())
+        metrics["time/generator_s"] = time.perf_counter() - t0
+        for _ in range(cfg.d_steps):
+            fake = sample(
+                self.generator,
+                cfg.d_num_negatives,
+                cfg.max_len,
+                temperature=cfg.temperature,
+                rng=self.rng,
+                batch_size=1024,
+            ).tokens
+            idx = torch.randperm(len(real), generator=data_rng)[: cfg.d_num_negatives].to(real.device)
+            metrics.update(
+                discriminator_epochs(
+                    self.discriminator,
+                    self.d_optimizer,
+                    real[idx],
+                    fake,
+                    cfg.d_epochs,
+                    cfg.d_batch_size,
+                    data_rng,
+                )
+            )
+        return metrics
 
     # ------------------------------------------------------------------ generator
     def sampling_log_probs(self, logits: torch.Tensor) -> torch.Tensor:
