@@ -77,7 +77,9 @@ def main(argv=None) -> dict:
         phases["sample_negatives_s"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         real = train[torch.randperm(len(train), generator=rng)[:num_neg]]
-        d_metrics = discriminator_epochs(disc, trainer.d_optimizer, real, fake, d_epochs, 64, rng)
+        d_metrics = discriminator_epochs(
+            disc, trainer.d_optimizer, real, fake, d_epochs, 64, rng, by_length=pg_cfg.d_batch_by_length
+        )
         phases["discriminator_s"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     metrics, _ = ev.evaluate(gen, num_eval, 37, seed=0)

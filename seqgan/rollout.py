@@ -52,6 +52,7 @@ import copy
 import functools
 import math
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -138,6 +139,31 @@ class _FusedSampler:
             out[start:stop] = self._block(x[start:stop], num_draws, rng)
         return out
 
+    def fork(self) -> _FusedSampler:
+        """The same sampler with its own buffers (for another thread)."""
+        twin = copy.copy(self)
+        twin.buf, twin.cum = torch.empty_like(self.buf), torch.zeros_like(self.cum)
+        return twin
+
+    def draw_with_log_probs(
+        self, x: torch.Tensor, rng: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, H)`` features -> one draw per row, ``(N,)`` ids and their ``(N,)`` log-probabilities under the
+        sampling distribution (the same draws as ``self(x, 1, rng)``)."""
+        n = x.shape[0]
+        ids = torch.empty(n, dtype=torch.long, device=x.device)
+        log_probs = torch.empty(n, dtype=torch.float32, device=x.device)
+        x = x.float()
+        for start in range(0, n, self.row_block):
+            stop = min(n, start + self.row_block)
+            idx = self._block(x[start:stop], 1, rng).squeeze(1)
+            m = stop - start
+            # the drawn id has positive mass; probs and the total share the row's shift, so the ratio is exact
+            chosen = self.buf[:m].gather(1, idx[:, None]).squeeze(1)
+            torch.sub(chosen.log(), self.cum[:m, -1].log(), out=log_probs[start:stop])
+            ids[start:stop] = idx
+        return ids, log_probs
+
     def _block(self, x: torch.Tensor, k: int, rng: torch.Generator | None) -> torch.Tensor:
         m = x.shape[0]
         probs = torch.addmm(self.bias, x, self.w_t, out=self.buf[:m])  # (m, Vp) logits * log2(e)
@@ -175,6 +201,14 @@ class _Decoder:
 
     def __enter__(self) -> _Decoder:
         return self
+
+    def fork(self) -> _Decoder:
+        """An equivalent decoder that another thread can use at the same time (own sampler buffers; the model
+        and whatever ``__enter__`` set up are shared)."""
+        twin = copy.copy(self)
+        if hasattr(self.sampler, "fork"):
+            twin.sampler = self.sampler.fork()
+        return twin
 
     def __exit__(self, *exc: object) -> None:
         return None
@@ -428,7 +462,10 @@ def _is_plain(obj: Any, cls: type, *methods: str) -> bool:
     return isinstance(obj, cls) and all(getattr(type(obj), m) is getattr(cls, m) for m in methods)
 
 
-def _make_decoder(generator: Generator, temperature: float, fast: bool):
+def make_decoder(generator: Generator, temperature: float, fast: bool = True):
+    """The decoding adapter for ``generator``: a fused fast path for plain :class:`LSTMGenerator` and
+    :class:`TransformerGenerator` (``fast``), else the generic ``step`` contract. Also used by
+    :func:`seqgan.sampling.sample`."""
     from seqgan.models.lstm import LSTMGenerator
 
     if fast and _is_plain(generator, LSTMGenerator, "step", "forward", "init_state"):
@@ -445,12 +482,21 @@ def _make_decoder(generator: Generator, temperature: float, fast: bool):
 
 # ---------------------------------------------------------------------------------------------- scoring
 class _ModuleScorer:
-    """Calls the discriminator on completed ``(N, T)`` id sequences."""
+    """Calls the discriminator on completed ``(N, T)`` id sequences.
+
+    A discriminator with a true ``scores_by_sample`` attribute (a conditional discriminator bound to the batch's
+    contexts, :class:`seqgan.conditional.BoundDiscriminator`) is called as ``d(seqs, b)``, ``b`` being the sample
+    index of every row, so each completion is scored against its own sample's context; the whole-sequence call
+    in :meth:`MonteCarloRollout.__call__` passes rows in sample order and needs no index.
+    """
 
     def __init__(self, discriminator: nn.Module, tokens: torch.Tensor) -> None:
         self.d = discriminator
+        self.by_sample = bool(getattr(discriminator, "scores_by_sample", False))
 
     def __call__(self, seqs: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.by_sample:
+            return self.d(seqs, b).float().view(-1)
         return self.d(seqs).float().view(-1)
 
 
@@ -606,6 +652,11 @@ class MonteCarloRollout:
         fast: use the fused LSTM / transformer decoders and the CNN-discriminator scorer when they apply
             (``False`` forces the generic ``step`` / ``discriminator(ids)`` paths; results agree in
             distribution, and exactly for the scores).
+        parts: with a fused decoder, the batch is split into this many parts of consecutive samples, each with
+            its own random stream seeded from ``rng``; on a CPU running ``n <= parts`` torch threads, ``n`` parts
+            are decoded and scored at once, one thread each (decoding is many small kernels, which scale across
+            independent parts better than inside each kernel). The draws depend on ``parts``, not on the thread
+            count. The generic path decodes the batch in one part.
     """
 
     def __init__(
@@ -617,7 +668,10 @@ class MonteCarloRollout:
         score_batch: int = 512,
         rng: torch.Generator | None = None,
         fast: bool = True,
+        parts: int = 2,
     ) -> None:
+        if parts < 1:
+            raise ValueError(f"parts must be >= 1, got {parts}")
         if not 0.0 <= update_rate < 1.0:
             raise ValueError(f"update_rate must be in [0, 1), got {update_rate}")
         if temperature <= 0:
@@ -630,6 +684,7 @@ class MonteCarloRollout:
         self.score_batch = int(score_batch)
         self.rng = rng
         self.fast = fast
+        self.parts = int(parts)
         if self.update_rate == 0.0:
             self.policy = generator
         else:
@@ -704,36 +759,81 @@ class MonteCarloRollout:
             whole = torch.sigmoid(discriminator(tokens).float().view(-1))  # (B,)
             rewards.scatter_(1, (lengths - 1)[:, None], whole[:, None])
             if seq_len > 1 and bool((lengths > 1).any()):
-                completions = self._complete(policy, tokens, lengths, num_rollouts, rng)  # (B*(T-1)*R, T)
-                means = self._score(discriminator, tokens, lengths, completions, num_rollouts)  # (B, T-1)
-                rewards[:, :-1] += means
+                rewards[:, :-1] += self._rollout_means(
+                    policy, discriminator, tokens, lengths, num_rollouts, rng
+                )
         finally:
             policy.train(was_training[0])
             discriminator.train(was_training[1])
         return rewards
 
-    def _complete(
+    def _rollout_means(
         self,
         policy: Generator,
+        discriminator: nn.Module,
         tokens: torch.Tensor,
         lengths: torch.Tensor,
         num_rollouts: int,
         rng: torch.Generator | None,
     ) -> torch.Tensor:
-        """All completions, ``(B * (T - 1) * R, T)`` in ``(b, t, r)`` row order (see the module docstring)."""
+        """``(B, T-1)`` mean completion scores, the batch split into :attr:`parts` (see the class docstring)."""
+        batch = tokens.shape[0]
+        decoder = make_decoder(policy, self.temperature, self.fast)
+        num_parts = (
+            min(self.parts, batch) if isinstance(decoder, (_LSTMDecoder, _SlotTransformerDecoder)) else 1
+        )
+        bounds = [(i * batch // num_parts, (i + 1) * batch // num_parts) for i in range(num_parts)]
+        if (
+            num_parts > 1
+        ):  # one random stream per part, drawn from ``rng``: the same draws for any thread count
+            seeds = torch.randint(0, 2**62, (num_parts,), generator=rng, device=tokens.device).tolist()
+            rngs = [torch.Generator(device=tokens.device).manual_seed(seed) for seed in seeds]
+        else:
+            rngs = [rng]
+        scorer = _make_scorer(discriminator, tokens, lengths, self.fast)
+
+        @torch.no_grad()  # grad mode is per thread
+        def part(i: int, part_decoder) -> torch.Tensor:
+            lo, hi = bounds[i]
+            comp = self._complete(policy, part_decoder, tokens[lo:hi], lengths[lo:hi], num_rollouts, rngs[i])
+            return self._score(scorer, tokens[lo:hi], lengths[lo:hi], comp, num_rollouts, offset=lo)
+
+        threads = torch.get_num_threads()
+        with decoder:
+            if num_parts == 1 or tokens.device.type != "cpu" or threads > num_parts:
+                return torch.cat([part(i, decoder) for i in range(num_parts)])
+            # as many concurrent parts as threads, one thread each: the many small kernels of decoding scale
+            # better across parts than inside each kernel
+            decoders = [decoder] + [decoder.fork() for _ in range(num_parts - 1)]
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(max_workers=threads) as pool:
+                    return torch.cat(list(pool.map(part, range(num_parts), decoders)))
+            finally:
+                torch.set_num_threads(threads)
+
+    def _complete(
+        self,
+        policy: Generator,
+        decoder,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        num_rollouts: int,
+        rng: torch.Generator | None,
+    ) -> torch.Tensor:
+        """All completions, ``(B * (T - 1) * R, T)`` in ``(b, t, r)`` row order (see the module docstring);
+        ``decoder`` from :func:`make_decoder`, entered."""
         batch, seq_len = tokens.shape
-        decoder = _make_decoder(policy, self.temperature, self.fast)
         per_sample = 1 + num_rollouts * (seq_len - 1)
         chunk = batch if self.max_rows is None else max(1, self.max_rows // per_sample)
         if hasattr(decoder, "row_bytes"):  # key / value slots: at most _SLOT_BYTES per chunk
             chunk = min(chunk, max(1, _SLOT_BYTES // (decoder.row_bytes(seq_len) * per_sample)))
         parts = []
-        with decoder:
-            for start in range(0, batch, chunk):
-                stop = min(batch, start + chunk)
-                parts.append(
-                    _decode_chunk(policy, decoder, tokens[start:stop], lengths[start:stop], num_rollouts, rng)
-                )
+        for start in range(0, batch, chunk):
+            stop = min(batch, start + chunk)
+            parts.append(
+                _decode_chunk(policy, decoder, tokens[start:stop], lengths[start:stop], num_rollouts, rng)
+            )
         comp = torch.cat(parts) if len(parts) > 1 else parts[0]  # (B, T-1, R, T) sampled part
         # real prefix: columns < t of the completions of prefix t
         col = torch.arange(seq_len, device=tokens.device)
@@ -743,16 +843,17 @@ class MonteCarloRollout:
 
     def _score(
         self,
-        discriminator: nn.Module,
+        scorer,
         tokens: torch.Tensor,
         lengths: torch.Tensor,
         completions: torch.Tensor,
         num_rollouts: int,
+        offset: int = 0,
     ) -> torch.Tensor:
-        """``(B, T-1)`` mean ``sigmoid(D)`` over the ``R`` completions of each needed prefix (0 elsewhere)."""
+        """``(B, T-1)`` mean ``sigmoid(D)`` over the ``R`` completions of each needed prefix (0 elsewhere);
+        ``tokens`` are samples ``offset ..`` of the batch ``scorer`` was built for."""
         batch, seq_len = tokens.shape
         r = num_rollouts
-        scorer = _make_scorer(discriminator, tokens, lengths, self.fast)
         t_idx = torch.arange(1, seq_len, device=tokens.device)
         needed = t_idx[None, :] < lengths[:, None]  # (B, T-1)
         tt, bb = needed.t().nonzero(as_tuple=True)  # prefixes in (t, b) order: similar lengths together
@@ -761,7 +862,9 @@ class MonteCarloRollout:
         probs = torch.empty(rows.numel(), device=tokens.device)
         for start in range(0, rows.numel(), self.score_batch):
             sl = slice(start, start + self.score_batch)
-            probs[sl] = torch.sigmoid(scorer(completions.index_select(0, rows[sl]), b_of[sl], t_of[sl]))
+            probs[sl] = torch.sigmoid(
+                scorer(completions.index_select(0, rows[sl]), b_of[sl] + offset, t_of[sl])
+            )
         means = torch.zeros(batch, seq_len - 1, device=tokens.device)
         means[bb, tt] = probs.view(-1, r).mean(dim=1)
         return means

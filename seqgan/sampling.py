@@ -100,13 +100,63 @@ def sample(
     try:
         chunks = []
         step = batch_size or num
+        decoder = _fast_decoder(generator, temperature, top_k, top_p)
         for start in range(0, num, step):
-            chunks.append(
-                _sample_batch(generator, min(step, num - start), max_len, temperature, top_k, top_p, rng)
-            )
+            n = min(step, num - start)
+            if decoder is None:
+                chunks.append(_sample_batch(generator, n, max_len, temperature, top_k, top_p, rng))
+            else:
+                with decoder:
+                    chunks.append(_sample_batch_fused(generator, decoder, n, max_len, rng))
     finally:
         generator.train(was_training)
     return Samples(*(torch.cat([getattr(c, f) for c in chunks]) for f in ("tokens", "log_probs", "mask")))
+
+
+def _fast_decoder(generator: Generator, temperature: float, top_k: int, top_p: float):
+    """The rollout engine's fused decoder (output projection fused with the draw) when it applies: a plain
+    LSTM or transformer generator on the CPU, no top-k / top-p filtering. None otherwise."""
+    if top_k or top_p < 1.0 or generator.device.type != "cpu":
+        return None
+    from seqgan.rollout import make_decoder  # the rollout engine builds on this module
+
+    decoder = make_decoder(generator, temperature)
+    return decoder if hasattr(decoder.sampler, "draw_with_log_probs") else None
+
+
+def _sample_batch_fused(generator, decoder, num, max_len, rng) -> Samples:
+    """:func:`_sample_batch` through a fused decoder: same distribution, finished rows leave the batch."""
+    device = generator.device
+    tokens = torch.full((num, max_len), generator.pad_id, dtype=torch.long, device=device)
+    log_probs = torch.zeros(num, max_len, device=device)
+    mask = torch.zeros(num, max_len, dtype=torch.bool, device=device)
+    rows = torch.arange(num, device=device)  # output row of each decoding row
+    alive = torch.ones(num, dtype=torch.bool, device=device)
+    prev = torch.full((num,), generator.bos_id, dtype=torch.long, device=device)
+    state = decoder.init(num, capacity=num, seq_len=max_len)
+    no_rows = rows[:0]
+    for t in range(max_len):
+        feats, state = decoder.step(prev, state)
+        live = None if bool(alive.all()) else alive.nonzero().squeeze(1)
+        tok, chosen = decoder.sampler.draw_with_log_probs(feats if live is None else feats[live], rng)
+        out_rows = rows if live is None else rows[live]
+        tokens[out_rows, t], log_probs[out_rows, t], mask[out_rows, t] = tok, chosen, True
+        if generator.eos_id is None or t == max_len - 1:
+            prev = tok if live is None else prev.index_copy_(0, live, tok)
+            continue
+        if live is None:
+            prev, alive = tok, tok != generator.eos_id
+        else:
+            prev[live], alive[live] = tok, tok != generator.eos_id
+        n = alive.numel()
+        dead = n - int(alive.sum())
+        if dead == n:
+            break
+        if dead and dead > decoder.compact_fraction * n:  # finished rows leave the batch
+            keep = alive.nonzero().squeeze(1)
+            state = decoder.rearrange(state, n, keep, no_rows)
+            rows, prev, alive = rows[keep], prev[keep], alive[keep]
+    return Samples(tokens, log_probs, mask)
 
 
 def _sample_batch(generator, num, max_len, temperature, top_k, top_p, rng) -> Samples:

@@ -9,7 +9,7 @@ from torch import nn
 from seqgan.data.datasets import sequence_mask
 from seqgan.models.discriminator import CNNDiscriminator
 from seqgan.models.lstm import LSTMGenerator
-from seqgan.rollout import MonteCarloRollout, _CNNScorer, _FusedSampler, _make_decoder
+from seqgan.rollout import MonteCarloRollout, _CNNScorer, _FusedSampler, make_decoder
 from seqgan.sampling import draw
 
 VOCAB, PAD, BOS, EOS = 12, 0, 1, 2
@@ -257,7 +257,7 @@ def test_fast_and_generic_paths_agree(kind):
     """Fused decoder / CNN scorer vs the plain ``step`` / ``discriminator(ids)`` paths, same RNG: identical draws up
     to float rounding at CDF boundaries."""
     gen = make_generator(kind)
-    assert type(_make_decoder(gen, 1.0, True)).__name__ != "_StepDecoder"
+    assert type(make_decoder(gen, 1.0, True)).__name__ != "_StepDecoder"
     tokens = hand_tokens()
     disc = CNNDiscriminator(VOCAB, embed_dim=8, filter_sizes=(2, 3, 4), num_filters=(6, 5, 4), pad_id=PAD)
     fast = MonteCarloRollout(gen, update_rate=0.0, fast=True)(tokens, disc, 500, rng=rng(8))
@@ -379,8 +379,10 @@ def test_completion_layout(kind):
     r = 4
     rollout = MonteCarloRollout(gen, update_rate=0.0)
     lengths = sequence_mask(tokens, EOS).sum(1)
-    with torch.no_grad():
-        comp = rollout._complete(gen.eval(), tokens, lengths, r, rng(14)).view(batch, seq_len - 1, r, seq_len)
+    with torch.no_grad(), make_decoder(gen.eval(), 1.0) as decoder:
+        comp = rollout._complete(gen, decoder, tokens, lengths, r, rng(14)).view(
+            batch, seq_len - 1, r, seq_len
+        )
     for b in range(batch):
         for t in range(1, int(lengths[b])):
             rows = comp[b, t - 1]  # (R, T)
@@ -412,9 +414,32 @@ def test_fast_and_generic_paths_agree_with_early_stops(kind):
         ]
     )
     disc = PositionDiscriminator(5, 9, scale=2.0)
-    fast = MonteCarloRollout(gen, update_rate=0.0, fast=True)(tokens, disc, 300, rng=rng(15))
+    # one part: the fused and the generic decoders consume the same uniforms, so the draws coincide
+    fast = MonteCarloRollout(gen, update_rate=0.0, fast=True, parts=1)(tokens, disc, 300, rng=rng(15))
     slow = MonteCarloRollout(gen, update_rate=0.0, fast=False)(tokens, disc, 300, rng=rng(15))
     torch.testing.assert_close(fast, slow, rtol=0, atol=5e-3)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_parts_run_concurrently_with_the_same_draws_for_any_thread_count(kind):
+    """With ``parts=2`` the two halves of the batch have their own random streams: two threads (one part each)
+    and one thread (the parts in turn) give the same rewards, which agree in distribution with one part."""
+    gen = make_generator(kind, seed=4)
+    tokens = hand_tokens()
+    disc = PositionDiscriminator(2, 5, scale=1.5)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = MonteCarloRollout(gen, update_rate=0.0, parts=2)(tokens, disc, 400, rng=rng(16))
+        assert torch.get_num_threads() == 2  # restored after the parallel section
+        torch.set_num_threads(1)
+        one = MonteCarloRollout(gen, update_rate=0.0, parts=2)(tokens, disc, 400, rng=rng(16))
+        single = MonteCarloRollout(gen, update_rate=0.0, parts=1)(tokens, disc, 400, rng=rng(16))
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(two, one, rtol=0, atol=1e-6)
+    assert not torch.equal(one, single)  # other streams
+    torch.testing.assert_close(one, single, rtol=0, atol=0.08)  # same expectation (R = 400)
 
 
 def test_slot_pool_rearrange_matches_a_gather():
@@ -435,3 +460,27 @@ def test_slot_pool_rearrange_matches_a_gather():
     torch.testing.assert_close(pool.values[0][:7, :, :3], -old[torch.cat([keep, src])])
     pool.rearrange(None, torch.tensor([0, 6]))  # append only
     torch.testing.assert_close(pool.keys[0][:9, :, :3], old[torch.cat([keep, src, keep[:1], src[-1:]])])
+
+
+def test_cnn_scorer_with_parts_matches_the_module_on_the_same_draws():
+    """Parts score through one scorer built for the whole batch: sample indices are offset per part."""
+
+    class ModuleOnly(CNNDiscriminator):  # an overridden forward: scored by calling the module
+        def forward(self, inputs, lengths=None):
+            return super().forward(inputs, lengths)
+
+    torch.manual_seed(1)
+    disc = CNNDiscriminator(VOCAB, embed_dim=8, filter_sizes=(2, 3), num_filters=(6, 5), pad_id=PAD)
+    twin = ModuleOnly(VOCAB, embed_dim=8, filter_sizes=(2, 3), num_filters=(6, 5), pad_id=PAD)
+    twin.load_state_dict(disc.state_dict())
+    with torch.no_grad():
+        for prm in disc.parameters():  # larger weights: scores spread over (0.5, 0.95), sample-dependent
+            prm.mul_(1.5)
+        for prm, src in zip(twin.parameters(), disc.parameters(), strict=True):
+            prm.copy_(src)
+    gen = make_generator("lstm", seed=6)
+    tokens = hand_tokens()
+    fast = MonteCarloRollout(gen, update_rate=0.0, parts=2)(tokens, disc, 8, rng=rng(17))
+    module = MonteCarloRollout(gen, update_rate=0.0, parts=2)(tokens, twin, 8, rng=rng(17))
+    torch.testing.assert_close(fast, module, rtol=1e-5, atol=1e-5)
+    assert float(fast.std()) > 0.05
