@@ -1,0 +1,518 @@
+"""Gumbel-softmax adversarial training (RelGAN, Nie et al. 2019, ICLR; Jang et al. 2017, arXiv 1611.01144).
+
+Sampling a token is not differentiable; a continuous relaxation makes it so. At every step the generator's
+logits ``o_t`` are perturbed with Gumbel noise ``g_t``; the sampled token is ``argmax(o_t + g_t)`` (an exact
+sample from ``softmax(o_t)``) and is fed back to the generator through its embedding, as in RelGAN. The
+discriminator reads the relaxed one-hot vector ``softmax(beta * (o_t + g_t))`` through its embedding matrix, and the
+generator is trained by backpropagating the GAN loss through it. The inverse temperature ``beta`` is annealed from
+1 to ``max_inverse_temperature`` (:func:`inverse_temperature`): small beta gives smooth vectors and low-variance,
+biased gradients; large beta gives nearly one-hot vectors.
+
+Options: straight-through (the discriminator reads the hard one-hot vector, gradients use the relaxed one); the
+``softmax`` relaxation (the discriminator reads ``softmax(o_t)`` itself: the known-weak "continuous vector"
+variant, which a discriminator tells from one-hot real data by its softness); every loss of the GAN family in
+:mod:`seqgan.losses` (RSGAN by default, RelGAN's best); one-sided label smoothing; annealed instance noise;
+spectral normalization of the discriminator (:meth:`CNNDiscriminator.enable_spectral_norm`).
+
+After the first EOS every position is a one-hot PAD vector without gradient, and the discriminator is given the
+lengths (EOS included), so its padding-invariant pooling treats relaxed fakes like real sequences. The
+generator's ``never_sample`` ids (PAD, BOS) get probability 0.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqgan.config import Config
+from seqgan.losses import GAN_LOSSES, clip_weights_, gan_d_loss, gan_g_loss, gradient_penalty
+from seqgan.models.base import Generator
+from seqgan.utils import adam
+
+__all__ = [
+    "SCHEDULES",
+    "GumbelTrainer",
+    "GumbelTrainerConfig",
+    "RelaxedSamples",
+    "inverse_temperature",
+    "relaxed_sample",
+]
+
+SCHEDULES = ("constant", "linear", "exp", "sigmoid")
+"""Annealing schedules of the inverse temperature (RelGAN's ``no``/``lin``/``exp``/``sigmoid`` adaptations)."""
+
+
+def inverse_temperature(kind: str, step: int, total_steps: int, max_value: float) -> float:
+    """The inverse temperature beta after ``step`` of ``total_steps`` generator steps.
+
+    With ``x = min(step / total_steps, 1)`` and ``M = max_value``: constant ``M``; linear ``1 + (M - 1) x``;
+    exp ``M ** x``; sigmoid ``1 + (M - 1) s(x)`` where ``s`` is RelGAN's ``1 / (1 + exp(20 (1/2 - x)))``
+    rescaled to run exactly from 0 to 1. Every schedule but constant starts at 1, is non-decreasing and reaches
+    ``M`` at ``total_steps`` (and stays there).
+    """
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown temperature schedule {kind!r}; choose from {list(SCHEDULES)}")
+    if max_value < 1.0:
+        raise ValueError(f"max_value must be >= 1, got {max_value}")
+    if kind == "constant":
+        return float(max_value)
+    x = 1.0 if total_steps <= 0 else min(max(step, 0) / total_steps, 1.0)
+    if kind == "linear":
+        return 1.0 + (max_value - 1.0) * x
+    if kind == "exp":
+        return float(max_value**x)
+
+    def s(u: float) -> float:
+        return 1.0 / (1.0 + math.exp(20.0 * (0.5 - u)))
+
+    return 1.0 + (max_value - 1.0) * (s(x) - s(0.0)) / (s(1.0) - s(0.0))
+
+
+@dataclass
+class GumbelTrainerConfig:
+    """Settings of :class:`GumbelTrainer` (see ``seqgan.config.GumbelConfig`` for the experiment keys)."""
+
+    relaxation: Literal["gumbel", "softmax"] = "gumbel"
+    """gumbel: softmax(beta * (logits + Gumbel noise)); softmax: the distribution softmax(logits) itself."""
+    straight_through: bool = False
+    """The discriminator reads the one-hot sampled token; gradients flow through the relaxed vector."""
+    temperature_schedule: str = "exp"
+    """Annealing of beta: constant, linear, exp or sigmoid (:func:`inverse_temperature`)."""
+    max_inverse_temperature: float = 100.0
+    """beta at the end of annealing."""
+    anneal_steps: int = 1000
+    """Generator steps over which beta rises and the instance noise falls to 0."""
+    loss: str = "rsgan"
+    """One of :data:`seqgan.losses.GAN_LOSSES`."""
+    label_smoothing: float = 0.0
+    """One-sided label smoothing (real target 1 - s) for the standard, rsgan and lsgan losses."""
+    instance_noise: float = 0.0
+    """Initial std of the Gaussian noise on the discriminator's input embeddings (linearly annealed to 0)."""
+    gp_weight: float = 10.0
+    """wgan-gp: weight of the gradient penalty."""
+    clip_value: float = 0.01
+    """wasserstein: weight clipping bound of the discriminator."""
+    batch_size: int = 64
+    """Sequences per step (generated and real)."""
+    max_len: int = 37
+    """Length of the generated sequences."""
+    steps_per_epoch: int = 20
+    """:meth:`GumbelTrainer.train_epoch`: iterations of (g_steps generator, d_steps discriminator steps)."""
+    g_steps: int = 1
+    """Generator steps per iteration."""
+    d_steps: int = 3
+    """Discriminator steps per iteration."""
+    g_lr: float = 1e-4
+    """Adam learning rate of the generator."""
+    d_lr: float = 1e-4
+    """Adam learning rate of the discriminator."""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """Adam betas of both optimizers."""
+    grad_clip: float = 5.0
+    """Generator gradient-norm clipping (0 disables)."""
+
+    def __post_init__(self) -> None:
+        if self.relaxation not in ("gumbel", "softmax"):
+            raise ValueError(f"relaxation must be 'gumbel' or 'softmax', got {self.relaxation!r}")
+        if self.temperature_schedule not in SCHEDULES:
+            raise ValueError(f"temperature_schedule must be one of {list(SCHEDULES)}")
+        if self.loss not in GAN_LOSSES:
+            raise ValueError(f"loss must be one of {list(GAN_LOSSES)}, got {self.loss!r}")
+        if self.max_inverse_temperature < 1.0:
+            raise ValueError(f"max_inverse_temperature must be >= 1, got {self.max_inverse_temperature}")
+        if self.batch_size < 1 or self.max_len < 1 or self.steps_per_epoch < 1 or self.g_steps < 1:
+            raise ValueError("batch_size, max_len, steps_per_epoch and g_steps must be positive")
+        if self.label_smoothing and self.loss not in ("standard", "rsgan", "lsgan"):
+            raise ValueError(
+                f"label smoothing applies to the standard, rsgan and lsgan losses, not {self.loss}"
+            )
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> GumbelTrainerConfig:
+        """The trainer settings of an experiment config (``gumbel`` section, ``adversarial.epochs``)."""
+        g = cfg.gumbel
+        anneal = g.anneal_steps or cfg.adversarial.epochs * g.steps_per_epoch * g.g_steps
+        return cls(
+            relaxation=g.relaxation,
+            straight_through=g.straight_through,
+            temperature_schedule=g.temperature_schedule,
+            max_inverse_temperature=g.max_inverse_temperature,
+            anneal_steps=anneal,
+            loss=g.loss,
+            label_smoothing=g.label_smoothing,
+            instance_noise=g.instance_noise,
+            gp_weight=g.gp_weight,
+            clip_value=g.clip_value,
+            batch_size=g.batch_size,
+            max_len=cfg.data.max_len,
+            steps_per_epoch=g.steps_per_epoch,
+            g_steps=g.g_steps,
+            d_steps=g.d_steps,
+            g_lr=g.g_lr,
+            d_lr=g.d_lr,
+            adam_betas=(g.adam_betas[0], g.adam_betas[1]),
+            grad_clip=g.grad_clip,
+        )
+
+
+@dataclass
+class RelaxedSamples:
+    """A batch of relaxed samples.
+
+    Attributes:
+        vectors: ``(B, T, V)`` what the discriminator reads: relaxed (or straight-through one-hot) vectors up to
+            and including EOS, one-hot PAD after it (no gradient there).
+        tokens: ``(B, T)`` the hard sampled ids (``argmax`` of the perturbed logits), ``pad_id`` after EOS.
+        lengths: ``(B,)`` real tokens per row (EOS included); None for fixed-length data (no EOS).
+    """
+
+    vectors: torch.Tensor
+    tokens: torch.Tensor
+    lengths: torch.Tensor | None
+
+
+def relaxed_sample(
+    generator: Generator,
+    num: int,
+    max_len: int,
+    beta: float,
+    relaxation: str = "gumbel",
+    straight_through: bool = False,
+    rng: torch.Generator | None = None,
+) -> RelaxedSamples:
+    """Draws ``num`` sequences with their relaxed one-hot vectors, differentiable w.r.t. the generator.
+
+    Each step feeds the previous hard token (BOS first) through ``generator.step``; the hard token is
+    ``argmax(logits + Gumbel noise)``, i.e. a sample of ``softmax(logits)`` with ``never_sample`` ids excluded.
+    Runs in the generator's current mode (train or eval) and with gradients unless called under ``no_grad``.
+
+    Args:
+        generator: any :class:`~seqgan.models.base.Generator` (incremental ``init_state`` / ``step``).
+        num: rows ``B``.
+        max_len: ``T``.
+        beta: inverse temperature of the gumbel relaxation (unused by ``softmax``).
+        relaxation: ``gumbel`` or ``softmax`` (the vector is ``softmax(logits)``).
+        straight_through: forward the one-hot hard token, backward through the relaxed vector.
+        rng: ``torch.Generator`` for the Gumbel noise.
+    Returns:
+        :class:`RelaxedSamples` with ``(B, T, V)`` vectors.
+    """
+    device = generator.device
+    vocab = generator.vocab_size
+    banned = torch.tensor(generator.never_sample, dtype=torch.long, device=device)
+    pad_vec = F.one_hot(torch.tensor(generator.pad_id, device=device), vocab).float()  # (V,)
+    has_eos = generator.eos_id is not None
+    alive = torch.ones(num, dtype=torch.bool, device=device)
+    lengths = torch.zeros(num, dtype=torch.long, device=device)
+    prev = torch.full((num,), generator.bos_id, dtype=torch.long, device=device)
+    state = generator.init_state(num)
+    vectors, tokens = [], []
+    for _ in range(max_len):
+        logits, state = generator.step(prev, state)  # (B, V)
+        logits = logits.float()
+        if len(banned):
+            logits = logits.index_fill(1, banned, float("-inf"))
+        u = torch.rand(logits.shape, device=device, generator=rng)
+        gumbel = -torch.log(-torch.log(u.clamp(1e-10, 1.0 - 1e-7)))  # (B, V) standard Gumbel noise
+        perturbed = logits + gumbel
+        tok = perturbed.argmax(dim=1)  # (B,) a sample of softmax(logits)
+        if relaxation == "gumbel":
+            soft = F.softmax(beta * perturbed, dim=1)
+        else:
+            soft = F.softmax(logits, dim=1)
+        if straight_through:
+            soft = F.one_hot(tok, vocab).to(soft.dtype) + soft - soft.detach()
+        if has_eos:
+            soft = torch.where(alive[:, None], soft, pad_vec)  # one-hot PAD (constant) after EOS
+            tok = torch.where(alive, tok, generator.pad_id)
+            lengths += alive.long()
+        vectors.append(soft)
+        tokens.append(tok)
+        if has_eos:
+            alive = alive & (tok != generator.eos_id)
+            if device.type == "cpu" and not bool(alive.any()):
+                break
+        prev = tok
+    done = len(vectors)
+    if done < max_len:  # every row ended: the rest is padding
+        vectors.extend([pad_vec.expand(num, vocab)] * (max_len - done))
+        tokens.extend(
+            [torch.full((num,), generator.pad_id, dtype=torch.long, device=device)] * (max_len - done)
+        )
+    return RelaxedSamples(
+        torch.stack(vectors, dim=1), torch.stack(tokens, dim=1), lengths if has_eos else None
+    )
+
+
+class GumbelTrainer:
+    """RelGAN-style adversarial training by backpropagation through relaxed samples.
+
+    Args:
+        generator: the generator (trained in place).
+        discriminator: a :class:`~seqgan.models.discriminator.CNNDiscriminator` (reads ``(B, T, V)`` vectors and
+            ``(B, T)`` ids through the same embedding; ``forward(x, lengths, noise_std, rng)``).
+        config: :class:`GumbelTrainerConfig`.
+        rng: ``torch.Generator`` for the Gumbel noise, instance noise and GP interpolation weights (the global
+            RNG when None). Dropout uses the global RNG.
+    """
+
+    def __init__(
+        self,
+        generator: Generator,
+        discriminator: nn.Module,
+        config: GumbelTrainerConfig,
+        rng: torch.Generator | None = None,
+    ) -> None:
+        self.generator = generator
+        self.discriminator = discriminator
+        self.config = config
+        betas = tuple(config.adam_betas)
+        self.g_optimizer = adam(generator.parameters(), lr=config.g_lr, betas=betas)
+        self.d_optimizer = adam(discriminator.parameters(), lr=config.d_lr, betas=betas)
+        self.rng = rng
+        self.g_steps = 0
+        self.d_steps = 0
+
+    @classmethod
+    def from_config(
+        cls, cfg: Config, generator: Generator, discriminator: nn.Module, rng: torch.Generator | None = None
+    ) -> GumbelTrainer:
+        """The trainer an experiment config describes (``adversarial.method: gumbel``, ``gumbel`` section);
+        ``gumbel.spectral_norm`` puts spectral normalization on the discriminator first."""
+        if cfg.gumbel.spectral_norm:
+            discriminator.enable_spectral_norm()
+        return cls(generator, discriminator, GumbelTrainerConfig.from_config(cfg), rng=rng)
+
+    # ------------------------------------------------------------------ schedules
+    @property
+    def beta(self) -> float:
+        """The current inverse temperature (a function of the generator steps taken)."""
+        c = self.config
+        return inverse_temperature(
+            c.temperature_schedule, self.g_steps, c.anneal_steps, c.max_inverse_temperature
+        )
+
+    @property
+    def noise_std(self) -> float:
+        """The current instance-noise std: ``instance_noise * (1 - g_steps / anneal_steps)``, at least 0."""
+        c = self.config
+        if c.instance_noise <= 0:
+            return 0.0
+        frac = 1.0 if c.anneal_steps <= 0 else min(self.g_steps / c.anneal_steps, 1.0)
+        return c.instance_noise * (1.0 - frac)
+
+    def relaxed_samples(self, num: int) -> RelaxedSamples:
+        """``num`` relaxed samples at the current inverse temperature (with gradients to the generator)."""
+        c = self.config
+        return relaxed_sample(
+            self.generator, num, c.max_len, self.beta, c.relaxation, c.straight_through, rng=self.rng
+        )
+
+    def _score(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Discriminator logits ``(B,)`` of ids ``(B, T)`` or vectors ``(B, T, V)``, with instance noise."""
+        std = self.noise_std
+        if std > 0:
+            return self.discriminator(x, lengths, noise_std=std, rng=self.rng).float()
+        return self.discriminator(x, lengths).float()
+
+    # ------------------------------------------------------------------ epoch
+    def train_epoch(self, real: torch.Tensor, data_rng: torch.Generator) -> dict[str, float]:
+        """``steps_per_epoch`` iterations of ``g_steps`` generator steps then ``d_steps`` discriminator steps.
+
+        Real batches of ``batch_size`` rows are drawn from ``real`` ``(N, T)`` in ``data_rng``'s order.
+
+        Returns:
+            Means over the epoch of the generator and discriminator metrics, plus ``time/generator_s`` and
+            ``time/discriminator_s``.
+        """
+        c = self.config
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        t_gen = t_dis = 0.0
+
+        def add(metrics: dict[str, float]) -> None:
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
+
+        def batch() -> torch.Tensor:
+            idx = torch.randint(len(real), (c.batch_size,), generator=data_rng).to(real.device)
+            return real[idx]
+
+        for _ in range(c.steps_per_epoch):
+            t0 = time.perf_counter()
+            for _ in range(c.g_steps):
+                add(self.generator_step(batch()))
+            t1 = time.perf_counter()
+            for _ in range(c.d_steps):
+                add(self.discriminator_step(batch()))
+            t_gen, t_dis = t_gen + t1 - t0, t_dis + time.perf_counter() - t1
+        out = {k: v / counts[k] for k, v in sums.items()}
+        out["time/generator_s"], out["time/discriminator_s"] = t_gen, t_dis
+        return out
+
+    # ------------------------------------------------------------------ generator
+    def generator_step(self, real_batch: torch.Tensor | None = None) -> dict[str, float]:
+        """One generator update: relaxed samples -> discriminator -> GAN generator loss -> backprop -> Adam.
+
+        Args:
+            real_batch: ``(B, T)`` real ids; needed by the relativistic loss (``rsgan``), unused otherwise.
+        Returns:
+            ``generator/loss``, ``generator/grad_norm``, ``generator/inverse_temperature``,
+            ``generator/sample_len``, ``generator/max_prob`` (mean largest entry of the relaxed vectors over real
+            positions: 1 for one-hot vectors).
+        Raises:
+            FloatingPointError: the loss is not finite (no parameter is changed).
+        """
+        c, gen, disc = self.config, self.generator, self.discriminator
+        beta = self.beta
+        gen.train()
+        disc.train()
+        fake = self.relaxed_samples(c.batch_size)
+        logits_fake = self._score(fake.vectors, fake.lengths)
+        logits_real = None
+        if c.loss == "rsgan":
+            if real_batch is None:
+                raise ValueError("the rsgan generator step needs a real batch: generator_step(real_batch)")
+            logits_real = self._score(real_batch.to(gen.device))
+        loss = gan_g_loss(c.loss, logits_real, logits_fake)
+        if not bool(torch.isfinite(loss)):
+            raise FloatingPointError(
+                f"non-finite generator loss {loss.item()}; the step was skipped: lower gumbel.g_lr or "
+                "gumbel.max_inverse_temperature"
+            )
+        self.g_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        disc.zero_grad(set_to_none=True)  # the generator loss never trains the discriminator
+        params = [p for p in gen.parameters() if p.grad is not None]
+        grad_norm = (
+            nn.utils.clip_grad_norm_(params, c.grad_clip)
+            if c.grad_clip > 0
+            else torch.stack([p.grad.norm() for p in params]).norm()
+        )
+        self.g_optimizer.step()
+        self.g_steps += 1
+        with torch.no_grad():
+            mask = _real_positions(fake)
+            max_prob = fake.vectors.amax(dim=2)[mask].mean()
+        return {
+            "generator/loss": loss.item(),
+            "generator/grad_norm": float(grad_norm),
+            "generator/inverse_temperature": beta,
+            "generator/sample_len": float(mask.sum(dim=1).float().mean()),
+            "generator/max_prob": float(max_prob),
+        }
+
+    # ------------------------------------------------------------------ discriminator
+    def discriminator_step(self, real_batch: torch.Tensor) -> dict[str, float]:
+        """One discriminator update on ``real_batch`` ``(B, T)`` against ``B`` fresh relaxed samples.
+
+        The samples are drawn without gradient (the step trains the discriminator only). ``wgan-gp`` adds
+        ``gp_weight *`` :func:`~seqgan.losses.gradient_penalty` on interpolations of the one-hot real batch
+        and the relaxed fakes; ``wasserstein`` clips the weights after the step.
+
+        Returns:
+            ``discriminator/loss``, ``discriminator/acc_pair`` (share of pairs with D(real) > D(fake)),
+            ``discriminator/acc_real`` and ``discriminator/acc_fake`` (logit above / below the decision threshold:
+            0, or 0.5 for lsgan), and ``discriminator/gp`` for wgan-gp.
+        Raises:
+            FloatingPointError: the loss is not finite (no parameter is changed).
+        """
+        c, gen, disc = self.config, self.generator, self.discriminator
+        real = real_batch.to(gen.device)
+        with torch.no_grad():
+            was_training = gen.training
+            gen.eval()
+            try:
+                fake = self.relaxed_samples(real.shape[0])
+            finally:
+                gen.train(was_training)
+        disc.train()
+        logits_real = self._score(real)
+        logits_fake = self._score(fake.vectors, fake.lengths)
+        loss = gan_d_loss(c.loss, logits_real, logits_fake, c.label_smoothing)
+        metrics: dict[str, float] = {}
+        if c.loss == "wgan-gp":
+            real_onehot = F.one_hot(real, disc.vocab_size).float()  # (B, T, V)
+            lengths = _gp_lengths(disc, real, fake)
+            width = max(real_onehot.shape[1], fake.vectors.shape[1])
+            gp = gradient_penalty(
+                lambda x: disc(x, lengths).float(),
+                _pad_to(real_onehot, width, gen.pad_id),
+                _pad_to(fake.vectors, width, gen.pad_id),
+                rng=self.rng,
+            )
+            loss = loss + c.gp_weight * gp
+            metrics["discriminator/gp"] = gp.item()
+        if not bool(torch.isfinite(loss)):
+            raise FloatingPointError(f"non-finite discriminator loss {loss.item()}; the step was skipped")
+        self.d_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.d_optimizer.step()
+        if c.loss == "wasserstein":
+            clip_weights_(disc, c.clip_value)
+        self.d_steps += 1
+        threshold = 0.5 if c.loss == "lsgan" else 0.0
+        with torch.no_grad():
+            metrics.update(
+                {
+                    "discriminator/loss": loss.item(),
+                    "discriminator/acc_pair": float((logits_real > logits_fake).float().mean()),
+                    "discriminator/acc_real": float((logits_real > threshold).float().mean()),
+                    "discriminator/acc_fake": float((logits_fake < threshold).float().mean()),
+                }
+            )
+        return metrics
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict:
+        """Plain tensors / dicts / numbers only (loadable with ``torch.load(weights_only=True)``); the annealing
+        position is ``g_steps``."""
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "g_optimizer": self.g_optimizer.state_dict(),
+            "d_optimizer": self.d_optimizer.state_dict(),
+            "g_steps": self.g_steps,
+            "d_steps": self.d_steps,
+            "anneal_steps": self.config.anneal_steps,
+            "rng": None if self.rng is None else self.rng.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.g_optimizer.load_state_dict(state["g_optimizer"])
+        self.d_optimizer.load_state_dict(state["d_optimizer"])
+        self.g_steps, self.d_steps = int(state["g_steps"]), int(state["d_steps"])
+        if self.rng is not None and state.get("rng") is not None:
+            self.rng.set_state(state["rng"])
+
+
+def _real_positions(samples: RelaxedSamples) -> torch.Tensor:
+    """``(B, T)`` True at the real positions (up to and including EOS) of relaxed samples."""
+    b, t = samples.tokens.shape
+    if samples.lengths is None:
+        return torch.ones(b, t, dtype=torch.bool, device=samples.tokens.device)
+    return torch.arange(t, device=samples.tokens.device)[None, :] < samples.lengths[:, None]
+
+
+def _gp_lengths(disc: nn.Module, real: torch.Tensor, fake: RelaxedSamples) -> torch.Tensor | None:
+    """Lengths of real / fake interpolations: the longer of the two rows (padding is one-hot PAD in both)."""
+    if fake.lengths is None or getattr(disc, "pad_id", None) is None:
+        return None
+    return torch.maximum(disc.lengths(real), fake.lengths)
+
+
+def _pad_to(x: torch.Tensor, width: int, pad_id: int) -> torch.Tensor:
+    """``(B, T, V)`` -> ``(B, width, V)`` with one-hot PAD vectors appended."""
+    if x.shape[1] >= width:
+        return x
+    pad = F.one_hot(torch.full(x.shape[:1] + (width - x.shape[1],), pad_id, device=x.device), x.shape[2])
+    return torch.cat([x, pad.to(x.dtype)], dim=1)
