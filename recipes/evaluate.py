@@ -104,6 +104,18 @@ def evaluate_files(args) -> dict:
 
 def evaluate_checkpoint(args) -> dict:
     """--checkpoint mode: sample from the model and evaluate against the config's test split."""
+    from seqgan.conditional import stages
+
+    if stages.is_conditional_checkpoint(args.checkpoint):  # a chatbot: one response per test context
+        return stages.evaluate(
+            args.checkpoint,
+            args.num_samples,
+            args.temperature,
+            args.top_k,
+            args.top_p,
+            args.seed,
+            device=args.device,
+        )
     device = resolve_device(args.device)
     run = load_run(args.checkpoint, device)
     cfg = run.cfg

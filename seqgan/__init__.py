@@ -9,12 +9,21 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from seqgan.checkpoint import load_checkpoint, save_checkpoint
+from seqgan.conditional import PairDiscriminator, Seq2SeqLSTM, Seq2SeqTransformer
 from seqgan.config import Config, ConfigError, load_config
 from seqgan.data import HFTokenizer, SentencePieceTokenizer, WordTokenizer
-from seqgan.models import CNNDiscriminator, Generator, LSTMGenerator
+from seqgan.models import CNNDiscriminator, Generator, LSTMGenerator, RNNDiscriminator
 from seqgan.rollout import MonteCarloRollout
 from seqgan.sampling import Samples, sample
-from seqgan.trainers import PolicyGradientConfig, PolicyGradientTrainer
+from seqgan.trainers import (
+    ConditionalConfig,
+    ConditionalTrainer,
+    GumbelTrainer,
+    GumbelTrainerConfig,
+    PolicyGradientConfig,
+    PolicyGradientTrainer,
+    ScratchGANTrainer,
+)
 
 __version__ = "0.1.0"
 
@@ -29,14 +38,23 @@ def __getattr__(name):  # keep `import seqgan` free of the transformers import u
 
 __all__ = [
     "CNNDiscriminator",
+    "ConditionalConfig",
+    "ConditionalTrainer",
     "Config",
     "ConfigError",
     "Generator",
+    "GumbelTrainer",
+    "GumbelTrainerConfig",
     "HFTokenizer",
     "LSTMGenerator",
     "MonteCarloRollout",
+    "PairDiscriminator",
     "PolicyGradientConfig",
     "PolicyGradientTrainer",
+    "RNNDiscriminator",
+    "ScratchGANTrainer",
+    "Seq2SeqLSTM",
+    "Seq2SeqTransformer",
     "SentencePieceTokenizer",
     "Samples",
     "TransformerGenerator",

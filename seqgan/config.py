@@ -80,8 +80,9 @@ class TokenizerConfig:
 
 @dataclass
 class GeneratorConfig:
-    kind: Literal["lstm", "transformer"] = "lstm"
-    """Generator architecture."""
+    kind: Literal["lstm", "transformer", "seq2seq", "seq2seq_transformer"] = "lstm"
+    """Generator architecture; seq2seq / seq2seq_transformer are the conditional (context -> response)
+    encoder-decoders of ``seqgan.conditional`` (LSTM with attention / torch transformer layers)."""
     embed_dim: int = 32
     """LSTM: token embedding size."""
     hidden_dim: int = 32
@@ -114,6 +115,17 @@ class DiscriminatorConfig:
     """Dropout before the output layer."""
     highway: bool = True
     """Use the highway layer over the pooled features (SeqGAN)."""
+    batch_by_length: bool = True
+    """Discriminator training (pretraining and SeqGAN rounds) draws batches of similar lengths: the random order
+    is cut into pools of 50 batches, sorted by length inside each pool, and the batches are shuffled. The CNN
+    then skips most padded windows (faster on short sentences); false draws plain random batches."""
+    kind: Literal["cnn", "rnn"] = "cnn"
+    """cnn: SeqGAN's CNN, one logit per sequence; rnn: ScratchGAN's LSTM scoring every prefix (needed by
+    adversarial.method=scratchgan; uses embed_dim, hidden_dim, num_layers, dropout)."""
+    hidden_dim: int = 128
+    """rnn: LSTM hidden size."""
+    num_layers: int = 1
+    """rnn: stacked LSTM layers."""
 
 
 @dataclass
@@ -146,8 +158,8 @@ class PretrainConfig:
 
 @dataclass
 class AdversarialConfig:
-    method: Literal["seqgan"] = "seqgan"
-    """Adversarial training method: seqgan (policy gradient with Monte-Carlo rollout rewards)."""
+    method: Literal["seqgan", "scratchgan", "gumbel"] = "seqgan"
+    """Adversarial training method: seqgan (policy gradient with Monte-Carlo rollout rewards); scratchgan (ScratchGAN: per-prefix rewards from a recurrent discriminator, trained from scratch; see the scratchgan section); gumbel (RelGAN-style Gumbel-softmax relaxation, generator trained through the discriminator by backpropagation; see the gumbel section)."""
     pretrain_checkpoint: str | None = None
     """The MLE checkpoint to start from (default: <out_dir>/pretrain.pt)."""
     epochs: int = 50
@@ -192,6 +204,158 @@ class AdversarialConfig:
 
 
 @dataclass
+class ConditionalConfig:
+    train: str | None = None
+    """(context, response) pairs: a TSV file (context TAB response per line) or ChatterBot YAML (a .yml file or
+    a folder of them). Setting it makes the run conditional (a chatbot); ``data.max_len`` bounds responses."""
+    test: str | None = None
+    """Held-out pairs in the same format (BLEU against each context's reference response, NLL_test)."""
+    max_train_pairs: int = 0
+    """Use only the first this many training pairs (0: all)."""
+    max_test_pairs: int = 0
+    """Use only the first this many test pairs (0: all)."""
+    context_max_len: int = 24
+    """Context tokens kept (the last ones, EOS appended when it fits)."""
+    attention: bool = True
+    """seq2seq (LSTM): Luong dot-product attention over the encoder states (False: the final state only)."""
+    d_hidden: int = 64
+    """Pair discriminator: hidden units of the MLP over [h_c, h_x, h_c * h_x]."""
+    d_shared_encoder: bool = False
+    """Pair discriminator: one CNN encodes both context and response (False: two CNNs)."""
+    mismatch_fraction: float = 0.5
+    """Share of the discriminator's negatives that are mismatched pairs (context, real response of another
+    context); the rest are (context, generated response)."""
+    teacher_forcing_every: int = 1
+    """Teacher forcing (Li et al. 2017): one MLE update on human responses after every this many
+    policy-gradient updates (0 disables)."""
+    eval_num_pairs: int = 500
+    """Test contexts answered by the adversarial recipe's scheduled evaluations."""
+    evaluator_epochs: int = 3
+    """Adversarial success: epochs of the separately trained evaluator discriminator."""
+    evaluator_num_pairs: int = 4000
+    """Adversarial success: training contexts (each with its human and a generated response) for the evaluator."""
+    evaluator_lr: float = 1e-3
+    """Adversarial success: Adam learning rate of the evaluator discriminator."""
+
+
+@dataclass
+class ScratchGANConfig:
+    steps_per_epoch: int = 10
+    """Iterations per adversarial epoch; each samples one batch, takes a discriminator step on it against as many
+    real sentences, then a generator step on the same samples."""
+    batch_size: int = 512
+    """Generated (and real) sequences per iteration (ScratchGAN relies on large batches: 512)."""
+    discount: float = 0.23
+    """Discount gamma of the returns R_t = sum_{s>=t} gamma^(s-t) r_s (ScratchGAN: 0.23)."""
+    reward: Literal["sigmoid", "logit", "log_sigmoid"] = "sigmoid"
+    """Per-step reward from the prefix logit: sigmoid: 2 sigmoid(D) - 1 (ScratchGAN's code); logit: the raw
+    logit; log_sigmoid: log D (MaskGAN)."""
+    baseline: Literal["ema", "mean", "none"] = "ema"
+    """Baseline subtracted from the returns: ema: per-step exponential moving average of the batch means of R_t
+    (used, then updated); mean: the current batch's per-step mean; none."""
+    ema_decay: float = 0.9
+    """Decay of the EMA baseline: b_t <- decay * b_t + (1 - decay) * mean_t."""
+    g_lr: float = 1e-4
+    """Adam learning rate of the generator."""
+    d_lr: float = 1e-3
+    """Adam learning rate of the discriminator."""
+    adam_beta1: float = 0.5
+    """Adam beta1 of both optimizers (ScratchGAN: 0.5)."""
+    g_l2: float = 0.0
+    """L2 weight on the generator's trainable parameters (added to its loss as g_l2 * sum w^2)."""
+    d_l2: float = 1e-6
+    """L2 weight on the discriminator's trainable parameters (added to its loss as d_l2 * sum w^2)."""
+    grad_clip: float = 5.0
+    """Gradient-norm clipping of both models (0 disables)."""
+    temperature: float = 1.0
+    """Sampling temperature of the generated batches (log-probabilities are taken under it)."""
+    mix_fraction: float = 0.0
+    """Share of the discriminator's generated rows replaced by spliced rows: a real sentence's first k tokens,
+    then generated tokens; prefixes inside the real part are labelled real, the rest fake (0 disables)."""
+    embedding: Literal["trainable", "frozen"] = "trainable"
+    """Train the token embeddings, or keep them fixed (as ScratchGAN keeps its GloVe vectors)."""
+    embedding_init: Literal["random", "checkpoint", "vectors"] = "random"
+    """Initial embeddings of a fresh run: random; checkpoint: the generator embeddings of the checkpoint at
+    embedding_path; vectors: a text file at embedding_path with lines ``word v1 .. vd`` (GloVe format)."""
+    embedding_path: str | None = None
+    """The checkpoint or vectors file of embedding_init (its dimension must equal generator.embed_dim)."""
+    embedding_discriminator: bool = True
+    """Apply embedding_init and embedding to the discriminator's embeddings too (needs the same dimension)."""
+    mle_pretrain: bool = False
+    """recipes/run.py: run MLE pretraining first and start from it (ScratchGAN trains from scratch: off)."""
+
+
+@dataclass
+class GumbelConfig:
+    """``adversarial.method: gumbel`` (RelGAN, Nie et al. 2019): relaxed samples, trained by backpropagation."""
+
+    relaxation: Literal["gumbel", "softmax"] = "gumbel"
+    """What the discriminator reads for a generated token: gumbel: softmax(beta * (logits + Gumbel noise));
+    softmax: the generator's distribution softmax(logits) itself (the weak variant: easy to tell from one-hot)."""
+    straight_through: bool = False
+    """Straight-through: the discriminator reads the one-hot sampled token, gradients use the relaxed vector."""
+    temperature_schedule: Literal["constant", "linear", "exp", "sigmoid"] = "exp"
+    """Annealing of the inverse temperature beta from 1 to max_inverse_temperature over anneal_steps generator
+    steps (constant: max_inverse_temperature throughout)."""
+    max_inverse_temperature: float = 100.0
+    """beta_max, the inverse temperature reached at the end of annealing (RelGAN: 100 or 1000)."""
+    anneal_steps: int = 0
+    """Generator steps over which beta (and the instance noise) is annealed; 0: the whole run
+    (adversarial.epochs x steps_per_epoch x g_steps)."""
+    loss: Literal["standard", "rsgan", "lsgan", "hinge", "wasserstein", "wgan-gp"] = "rsgan"
+    """GAN loss: standard (non-saturating), rsgan (relativistic standard, RelGAN's best), lsgan, hinge,
+    wasserstein (weight clipping) or wgan-gp (gradient penalty on one-hot real / soft fake interpolations)."""
+    label_smoothing: float = 0.0
+    """One-sided label smoothing: the real target is 1 - label_smoothing (standard, rsgan, lsgan losses)."""
+    instance_noise: float = 0.0
+    """Initial standard deviation of Gaussian noise added to the discriminator's input embeddings (real and fake),
+    annealed linearly to 0 over anneal_steps; 0 disables."""
+    spectral_norm: bool = False
+    """Spectral normalization (Miyato et al. 2018) of the discriminator's convolutions and linear layers, put on
+    the pretrained discriminator when the trainer is built (its weights become the unnormalized originals)."""
+    gp_weight: float = 10.0
+    """wgan-gp: weight of the gradient penalty."""
+    clip_value: float = 0.01
+    """wasserstein: discriminator weights are clipped to [-clip_value, clip_value] after each step."""
+    batch_size: int = 64
+    """Sequences per generator and per discriminator step (as many real ones)."""
+    steps_per_epoch: int = 20
+    """Iterations per adversarial epoch; each is g_steps generator steps then d_steps discriminator steps."""
+    g_steps: int = 1
+    """Generator steps per iteration."""
+    d_steps: int = 3
+    """Discriminator steps per iteration (each on a fresh real batch and fresh relaxed samples)."""
+    g_lr: float = 1e-4
+    """Adam learning rate of the generator (RelGAN: 1e-4)."""
+    d_lr: float = 1e-4
+    """Adam learning rate of the discriminator (RelGAN: 1e-4)."""
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam (beta1, beta2) of both optimizers (WGAN-GP often uses [0.5, 0.9])."""
+    grad_clip: float = 5.0
+    """Generator gradient-norm clipping (0 disables)."""
+
+    def __post_init__(self) -> None:
+        if self.max_inverse_temperature < 1.0:
+            raise ConfigError(
+                f"gumbel.max_inverse_temperature must be >= 1, got {self.max_inverse_temperature}"
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"gumbel.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.label_smoothing and self.loss not in ("standard", "rsgan", "lsgan"):
+            raise ConfigError(
+                f"gumbel.label_smoothing applies to the standard, rsgan and lsgan losses, not {self.loss}"
+            )
+        if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            raise ConfigError(f"gumbel.adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        for key in ("batch_size", "steps_per_epoch", "g_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"gumbel.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("anneal_steps", "d_steps", "instance_noise", "gp_weight", "clip_value", "grad_clip"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"gumbel.{key} must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass
 class SampleConfig:
     temperature: float = 1.0
     """Softmax temperature."""
@@ -211,13 +375,26 @@ class Config:
     """"auto" (CUDA when available), "cpu", "cuda" or "cuda:N"."""
     num_threads: int = 0
     """torch CPU threads (0 keeps torch's default)."""
+    checkpoint_keep: int = 0
+    """Also keep the last K checkpoints as numbered files (adversarial_0007.pt) beside the stable name (0: only
+    pretrain.pt / adversarial.pt, overwritten in place)."""
+    nan_policy: Literal["stop", "skip"] = "stop"
+    """A NaN/inf loss or gradient: stop the run (the last checkpoint stays as it was) or skip the update."""
+    nan_max_consecutive: int = 10
+    """nan_policy=skip: stop after this many skipped updates in a row."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: run the training updates (MLE, generator and discriminator steps) under bfloat16 autocast; rollout
+    rewards, evaluation and the weights stay fp32."""
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    scratchgan: ScratchGANConfig = field(default_factory=ScratchGANConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
+    gumbel: GumbelConfig = field(default_factory=GumbelConfig)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -227,6 +404,11 @@ def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express; raises ConfigError naming the key."""
     if cfg.data.max_len < 2:
         raise ConfigError(f"data.max_len must be at least 2, got {cfg.data.max_len}")
+    if cfg.checkpoint_keep < 0 or cfg.nan_max_consecutive < 1:
+        raise ConfigError(
+            f"checkpoint_keep must be >= 0 and nan_max_consecutive >= 1, got {cfg.checkpoint_keep} and "
+            f"{cfg.nan_max_consecutive}"
+        )
     if not 0.0 <= cfg.data.valid_fraction < 1.0:
         raise ConfigError(f"data.valid_fraction must be in [0, 1), got {cfg.data.valid_fraction}")
     d = cfg.discriminator
@@ -243,9 +425,40 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"sample.temperature must be > 0, got {cfg.sample.temperature}")
     if not 0.0 < cfg.sample.top_p <= 1.0:
         raise ConfigError(f"sample.top_p must be in (0, 1], got {cfg.sample.top_p}")
+    c = cfg.conditional
+    if not 0.0 <= c.mismatch_fraction <= 1.0:
+        raise ConfigError(f"conditional.mismatch_fraction must be in [0, 1], got {c.mismatch_fraction}")
+    if c.context_max_len < 1 or c.teacher_forcing_every < 0:
+        raise ConfigError("conditional.context_max_len must be >= 1 and teacher_forcing_every >= 0")
+    if cfg.generator.kind.startswith("seq2seq") and not c.train:
+        raise ConfigError(
+            f"generator.kind={cfg.generator.kind} needs (context, response) pairs: set conditional.train"
+        )
+    _validate_scratchgan(cfg)
     for key in ("epochs", "batch_size", "eval_batch_size", "d_batch_size"):
         if getattr(cfg.pretrain, key) < (0 if key == "epochs" else 1):
             raise ConfigError(f"pretrain.{key} must be positive, got {getattr(cfg.pretrain, key)}")
+
+
+def _validate_scratchgan(cfg: Config) -> None:
+    s = cfg.scratchgan
+    if cfg.adversarial.method == "scratchgan" and cfg.discriminator.kind != "rnn":
+        raise ConfigError(
+            "adversarial.method=scratchgan scores every prefix: set discriminator.kind=rnn "
+            f"(got {cfg.discriminator.kind!r})"
+        )
+    if not 0.0 <= s.discount <= 1.0:
+        raise ConfigError(f"scratchgan.discount must be in [0, 1], got {s.discount}")
+    if not 0.0 <= s.ema_decay < 1.0:
+        raise ConfigError(f"scratchgan.ema_decay must be in [0, 1), got {s.ema_decay}")
+    if not 0.0 <= s.mix_fraction <= 1.0:
+        raise ConfigError(f"scratchgan.mix_fraction must be in [0, 1], got {s.mix_fraction}")
+    if s.batch_size < 1 or s.steps_per_epoch < 1:
+        raise ConfigError("scratchgan.batch_size and scratchgan.steps_per_epoch must be positive")
+    if s.temperature <= 0:
+        raise ConfigError(f"scratchgan.temperature must be > 0, got {s.temperature}")
+    if s.embedding_init != "random" and not s.embedding_path:
+        raise ConfigError(f"scratchgan.embedding_init={s.embedding_init} needs scratchgan.embedding_path")
 
 
 # ---------------------------------------------------------------------------------------------------------

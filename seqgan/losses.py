@@ -2,7 +2,11 @@
 
 Currently: the masked maximum-likelihood loss of MLE pretraining (also NLL_test), the discriminator's binary cross-entropy, and
 the REINFORCE loss of SeqGAN's adversarial generator updates (Yu et al. 2017, arXiv 1609.05473, eq. 6) with an
-optional baseline and entropy bonus.
+optional baseline and entropy bonus; ScratchGAN's dense per-step rewards (de Masson d'Autume et al. 2019, arXiv
+1905.09922): rewards from a per-prefix discriminator, discounted returns, the per-step EMA baseline and the masked
+per-prefix discriminator loss (the REINFORCE step itself is :func:`policy_gradient_loss` on the returns); the GAN
+loss family of RelGAN (Nie et al. 2019): standard, relativistic (RSGAN), least squares, hinge, Wasserstein with
+weight clipping, and the WGAN-GP gradient penalty (:func:`gan_d_loss`, :func:`gan_g_loss`).
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ def policy_gradient_loss(
 
     Args:
         log_probs: ``(B, T)`` log-probability of each sampled token under the generator (with gradient).
-        rewards: ``(B, T)`` action values ``Q_t`` (e.g. Monte-Carlo rollout rewards).
+        rewards: ``(B, T)`` action values ``Q_t`` (e.g. Monte-Carlo rollout rewards, or the discounted returns
+            ``R_t`` of :func:`discounted_returns`).
         mask: ``(B, T)`` bool, True for real tokens (up to and including the first EOS).
         baseline: ``(B, T)`` (or broadcastable, e.g. ``(T,)``) baseline ``b_t``, or None for no baseline.
     Returns:
@@ -92,3 +97,266 @@ def entropy_bonus(log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     entropy = -(log_probs.exp() * finite_log).sum(dim=-1)  # (B, T)
     m = mask.to(entropy.dtype)
     return (entropy * m).sum() / m.sum().clamp(min=1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Dense per-step rewards (ScratchGAN, de Masson d'Autume et al. 2019, arXiv 1905.09922, Sec. 3)
+
+
+def prefix_rewards(logits: torch.Tensor, kind: str = "sigmoid") -> torch.Tensor:
+    """Per-step rewards ``r_t`` from a per-prefix discriminator's logits ``D(y_1..t)``.
+
+    Args:
+        logits: ``(B, T)`` one logit per prefix (real = positive).
+        kind: ``sigmoid``: ``2 * sigmoid(logit) - 1`` in ``(-1, 1)`` (ScratchGAN's released code: bounded, so
+            one confident discriminator output cannot dominate a batch); ``logit``: the raw logit
+            ``log D - log(1 - D)``; ``log_sigmoid``: ``log D`` (MaskGAN's reward, unbounded below).
+    Returns:
+        ``(B, T)`` rewards (no gradient flows back into the discriminator).
+    """
+    logits = logits.detach().float()
+    if kind == "sigmoid":
+        return 2.0 * torch.sigmoid(logits) - 1.0
+    if kind == "logit":
+        return logits
+    if kind == "log_sigmoid":
+        return F.logsigmoid(logits)
+    raise ValueError(f"unknown reward kind {kind!r}; choose sigmoid, logit or log_sigmoid")
+
+
+def discounted_returns(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Discounted returns within each sequence: ``R_t = sum_{s >= t, s real} gamma^(s - t) r_s``.
+
+    Rewards at masked positions (after EOS) never count, and their returns are 0. ``gamma = 0`` gives
+    ``R_t = r_t`` (greedy per-step rewards); ``gamma = 1`` sums all later rewards. Computed as one product with
+    the ``(T, T)`` upper-triangular matrix of ``gamma^(s - t)``.
+
+    Args:
+        rewards: ``(B, T)`` per-step rewards ``r_t``.
+        mask: ``(B, T)`` bool, True for real tokens (a prefix of each row).
+        gamma: discount in ``[0, 1]``.
+    Returns:
+        ``(B, T)`` returns ``R_t`` (0 where ``mask`` is False).
+    """
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    t = rewards.shape[1]
+    steps = torch.arange(t, device=rewards.device)
+    lag = (steps[None, :] - steps[:, None]).to(rewards.dtype)  # (T, T): s - t
+    weights = torch.where(lag >= 0, torch.full_like(lag, gamma) ** lag.clamp(min=0), torch.zeros_like(lag))
+    r = rewards.masked_fill(~mask.bool(), 0.0)
+    return (r @ weights.T).masked_fill(~mask.bool(), 0.0)  # R[b, t] = sum_s r[b, s] * gamma^(s - t)
+
+
+def step_means(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` values -> ``(T,)`` mean over the real tokens at each step (0 at steps with none)."""
+    m = mask.to(values.dtype)
+    return (values * m).sum(dim=0) / m.sum(dim=0).clamp(min=1.0)
+
+
+def ema_baseline_update(
+    ema: torch.Tensor, seen: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, decay: float
+) -> None:
+    """In place: the per-step exponential-moving-average baseline after one batch.
+
+    ``b_t <- decay * b_t + (1 - decay) * mean_t`` where ``mean_t`` is the mean of ``values`` over the batch's
+    real tokens at step t; a step seen for the first time starts at ``mean_t``; steps without real tokens keep
+    their value.
+
+    Args:
+        ema: ``(T,)`` float baseline, updated in place.
+        seen: ``(T,)`` bool, which steps have a value, updated in place.
+        values: ``(B, T)`` the batch's returns (or rewards).
+        mask: ``(B, T)`` bool, True for real tokens.
+        decay: in ``[0, 1)``.
+    """
+    present = mask.any(dim=0)  # (T,)
+    mean = step_means(values, mask).to(ema.dtype)
+    updated = torch.where(seen, decay * ema + (1.0 - decay) * mean, mean)
+    ema.copy_(torch.where(present, updated, ema))
+    seen |= present
+
+
+def step_baseline(
+    kind: str, values: torch.Tensor, mask: torch.Tensor, ema: torch.Tensor, seen: torch.Tensor
+) -> torch.Tensor | None:
+    """The per-step baseline ``b_t`` for ``values`` ``(B, T)`` (rewards or returns); no state change.
+
+    ``kind``: ``"none"`` -> None; ``"mean"`` -> :func:`step_means` of the batch; ``"ema"`` -> the moving average
+    ``ema`` ``(>= T,)`` where ``seen``, else the batch mean (a step's first batch is its own baseline).
+    """
+    if kind == "none":
+        return None
+    mean = step_means(values, mask)  # (T,)
+    if kind == "mean":
+        return mean
+    t = values.shape[1]
+    return torch.where(seen[:t], ema[:t], mean)
+
+
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy averaged over the real positions of per-prefix logits.
+
+    Args:
+        logits: ``(B, T)`` per-prefix logits.
+        labels: ``(B, T)`` (or broadcastable) targets in ``{0, 1}`` (1 = real prefix).
+        mask: ``(B, T)`` bool, True where the prefix counts (up to and including EOS).
+    Returns:
+        Scalar ``sum(mask * bce) / sum(mask)`` (0 for an empty mask).
+    """
+    labels = torch.as_tensor(labels, dtype=logits.dtype, device=logits.device).expand_as(logits)
+    bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")  # (B, T)
+    m = mask.to(bce.dtype)
+    return (bce * m).sum() / m.sum().clamp(min=1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The GAN loss family (RelGAN, Nie et al. 2019, and the losses it compares). Every function takes the
+# discriminator's raw outputs (logits / critic values), ``(B,)`` on real and ``(B,)`` on generated sequences,
+# and returns a scalar averaged over the batch. Relativistic losses pair real row i with fake row i.
+
+GAN_LOSSES = ("standard", "rsgan", "lsgan", "hinge", "wasserstein", "wgan-gp")
+"""Names accepted by :func:`gan_d_loss` / :func:`gan_g_loss` (``wgan-gp`` = Wasserstein + gradient penalty)."""
+
+
+def standard_d_loss(
+    logits_real: torch.Tensor, logits_fake: torch.Tensor, smoothing: float = 0.0
+) -> torch.Tensor:
+    """Standard GAN: ``-[(1-s) log D(real) + s log(1 - D(real))] - log(1 - D(fake))``, D = sigmoid(logit).
+
+    ``smoothing`` s is one-sided label smoothing (Salimans et al. 2016): the real target is ``1 - s``, the fake
+    target stays 0. With s = 0 this equals :func:`discriminator_bce`.
+    """
+    real = F.binary_cross_entropy_with_logits(logits_real, torch.full_like(logits_real, 1.0 - smoothing))
+    # -log(1-sigmoid(l))
+    fake = F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+    return real + fake
+
+
+def standard_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating generator loss: ``-log D(fake)`` = ``softplus(-logit)``, averaged."""
+    return F.softplus(-logits_fake).mean()
+
+
+def rsgan_d_loss(
+    logits_real: torch.Tensor, logits_fake: torch.Tensor, smoothing: float = 0.0
+) -> torch.Tensor:
+    """Relativistic standard GAN (Jolicoeur-Martineau 2018; RelGAN's best): ``-log sigmoid(C(x_r) - C(x_f))``.
+
+    Pairs row i of the real batch with row i of the fake batch (equal batch sizes). ``smoothing`` s sets the
+    target of the real-minus-fake difference to ``1 - s``.
+    """
+    diff = logits_real - logits_fake  # (B,)
+    return F.binary_cross_entropy_with_logits(diff, torch.full_like(diff, 1.0 - smoothing))
+
+
+def rsgan_g_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """Relativistic standard GAN, generator side: ``-log sigmoid(C(x_f) - C(x_r))``, averaged."""
+    return F.softplus(-(logits_fake - logits_real)).mean()
+
+
+def lsgan_d_loss(
+    logits_real: torch.Tensor, logits_fake: torch.Tensor, smoothing: float = 0.0
+) -> torch.Tensor:
+    """Least squares GAN (Mao et al. 2017, a-b-c = 0-1-1): ``0.5 (D(real) - (1-s))^2 + 0.5 D(fake)^2``."""
+    return 0.5 * (logits_real - (1.0 - smoothing)).pow(2).mean() + 0.5 * logits_fake.pow(2).mean()
+
+
+def lsgan_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    """Least squares GAN, generator side: ``0.5 (D(fake) - 1)^2``, averaged."""
+    return 0.5 * (logits_fake - 1.0).pow(2).mean()
+
+
+def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """Hinge loss (Lim & Ye 2017; Miyato et al. 2018): ``relu(1 - D(real)) + relu(1 + D(fake))``, averaged."""
+    return F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean()
+
+
+def wasserstein_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
+    """Wasserstein critic loss (Arjovsky et al. 2017): ``mean C(fake) - mean C(real)``.
+
+    The critic must be kept (roughly) 1-Lipschitz: :func:`clip_weights_` after each step (WGAN), or
+    :func:`gradient_penalty` added to this loss (WGAN-GP).
+    """
+    return logits_fake.mean() - logits_real.mean()
+
+
+def wasserstein_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
+    """Generator loss of the Wasserstein GAN, shared by hinge: ``-mean C(fake)``."""
+    return -logits_fake.mean()
+
+
+@torch.no_grad()
+def clip_weights_(module: torch.nn.Module, clip_value: float) -> None:
+    """WGAN weight clipping: clamps every parameter of ``module`` to ``[-clip_value, clip_value]`` in place."""
+    for p in module.parameters():
+        p.clamp_(-clip_value, clip_value)
+
+
+def gradient_penalty(
+    critic,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    eps: torch.Tensor | None = None,
+    rng: torch.Generator | None = None,
+) -> torch.Tensor:
+    """WGAN-GP penalty (Gulrajani et al. 2017): ``mean_i (||grad_x C(x_i)||_2 - 1)^2`` at interpolations.
+
+    ``x_i = eps_i * real_i + (1 - eps_i) * fake_i`` with ``eps_i ~ U(0, 1)`` per sequence. For text, ``real``
+    are one-hot vectors and ``fake`` relaxed (soft) samples, both ``(B, T, V)``; the gradient norm is over all
+    of ``T x V``. The penalty is differentiable with respect to the critic's parameters (``create_graph``);
+    ``fake`` is detached (the penalty trains the critic only).
+
+    Args:
+        critic: callable ``(B, T, V) -> (B,)``, e.g. ``lambda x: discriminator(x, lengths)``.
+        real: ``(B, T, V)`` one-hot real sequences.
+        fake: ``(B, T, V)`` soft generated sequences.
+        eps: ``(B,)`` interpolation weights (drawn from ``rng`` when None).
+        rng: ``torch.Generator`` for ``eps``.
+    Returns:
+        Scalar penalty (multiply by the weight, 10 in the paper, and add to the critic loss).
+    """
+    if eps is None:
+        eps = torch.rand(real.shape[0], device=real.device, generator=rng)
+    e = eps.to(real.dtype).view(-1, *([1] * (real.dim() - 1)))
+    mixed = (e * real.detach() + (1.0 - e) * fake.detach()).requires_grad_(True)
+    scores = critic(mixed)  # (B,)
+    (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+    norms = grad.flatten(1).norm(dim=1)  # (B,)
+    return (norms - 1.0).pow(2).mean()
+
+
+def gan_d_loss(
+    kind: str, logits_real: torch.Tensor, logits_fake: torch.Tensor, smoothing: float = 0.0
+) -> torch.Tensor:
+    """The discriminator loss named ``kind`` (one of :data:`GAN_LOSSES`; ``wgan-gp`` gives the Wasserstein part,
+    add :func:`gradient_penalty` yourself). ``smoothing``: one-sided label smoothing (standard, rsgan, lsgan)."""
+    if smoothing and kind not in ("standard", "rsgan", "lsgan"):
+        raise ValueError(f"label smoothing applies to the standard, rsgan and lsgan losses, not {kind!r}")
+    if kind == "standard":
+        return standard_d_loss(logits_real, logits_fake, smoothing)
+    if kind == "rsgan":
+        return rsgan_d_loss(logits_real, logits_fake, smoothing)
+    if kind == "lsgan":
+        return lsgan_d_loss(logits_real, logits_fake, smoothing)
+    if kind == "hinge":
+        return hinge_d_loss(logits_real, logits_fake)
+    if kind in ("wasserstein", "wgan-gp"):
+        return wasserstein_d_loss(logits_real, logits_fake)
+    raise ValueError(f"unknown GAN loss {kind!r}; choose from {list(GAN_LOSSES)}")
+
+
+def gan_g_loss(kind: str, logits_real: torch.Tensor | None, logits_fake: torch.Tensor) -> torch.Tensor:
+    """The generator loss named ``kind`` (``logits_real`` is needed by ``rsgan`` only; treat it as a constant or
+    not, as the method prescribes: RelGAN backpropagates through it)."""
+    if kind == "standard":
+        return standard_g_loss(logits_fake)
+    if kind == "rsgan":
+        if logits_real is None:
+            raise ValueError("the rsgan generator loss needs the discriminator's logits on a real batch")
+        return rsgan_g_loss(logits_real, logits_fake)
+    if kind == "lsgan":
+        return lsgan_g_loss(logits_fake)
+    if kind in ("hinge", "wasserstein", "wgan-gp"):
+        return wasserstein_g_loss(logits_fake)
+    raise ValueError(f"unknown GAN loss {kind!r}; choose from {list(GAN_LOSSES)}")

@@ -5,6 +5,8 @@ The recipes own the outer loops and I/O; the maths lives here and in :mod:`seqga
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -12,10 +14,10 @@ from torch import nn
 
 from seqgan.checkpoint import CheckpointError, load_checkpoint, rng_state
 from seqgan.config import Config, from_dict, to_dict
-from seqgan.data.datasets import EncodeReport, encode_sentences, load_text_splits
+from seqgan.data.datasets import DataError, EncodeReport, encode_sentences, load_text_splits
 from seqgan.data.tokenizers import IdTokenizer, Tokenizer, build_tokenizer, tokenizer_from_state
 from seqgan.losses import discriminator_bce, sequence_nll
-from seqgan.models import build_discriminator, build_generator, generator_from_spec
+from seqgan.models import build_discriminator, build_generator, discriminator_from_spec, generator_from_spec
 from seqgan.models.base import Generator
 from seqgan.models.discriminator import CNNDiscriminator
 from seqgan.sampling import sample
@@ -68,23 +70,107 @@ def prepare_data(cfg: Config, tokenizer: Tokenizer | None = None) -> PreparedDat
         tokenizer = build_tokenizer(cfg.tokenizer, raw["train"], cfg.data.lowercase)
     splits, reports = {}, {}
     for name, lines in raw.items():
-        splits[name], reports[name] = encode_sentences(lines, tokenizer, cfg.data.max_len, cfg.data.overlong)
+        try:
+            splits[name], reports[name] = encode_sentences(
+                lines, tokenizer, cfg.data.max_len, cfg.data.overlong
+            )
+        except DataError as e:  # say which split and file
+            source = getattr(cfg.data, name, None) if not cfg.data.hf_dataset else cfg.data.hf_dataset
+            raise DataError(f"the {name} split" + (f" ({source})" if source else "") + f": {e}") from None
     return PreparedData(tokenizer, splits, reports, raw)
 
 
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """The autocast context of ``precision`` (``"bf16"``: bfloat16 autocast on ``device``; ``"fp32"``: none)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss or gradient was NaN/inf and the NaN policy says stop (no parameter was changed by that step)."""
+
+
+class NonFiniteGuard:
+    """What to do with a step whose loss or gradient is NaN/inf (``nan_policy`` in the config).
+
+    ``stop`` raises :class:`NonFiniteLossError`; ``skip`` skips the update, counts it (``skipped``, and in a
+    row per kind of update: generator, discriminator, MLE) and raises only after ``max_consecutive`` skipped
+    updates of one kind in a row (a good update of another kind does not reset the count). The decision is
+    taken on every rank alike when distributed (a step is bad when it is bad on any rank), so ranks never
+    disagree about whether to step.
+
+    Args:
+        policy: ``"stop"`` or ``"skip"``.
+        max_consecutive: with ``skip``, raise after this many bad steps in a row.
+    """
+
+    def __init__(self, policy: str = "stop", max_consecutive: int = 10) -> None:
+        if policy not in ("stop", "skip"):
+            raise ValueError(f"nan_policy must be 'stop' or 'skip', got {policy!r}")
+        self.policy, self.max_consecutive = policy, max_consecutive
+        self.skipped = 0
+        self.in_a_row: dict[str, int] = {}
+        self.note = ""
+        """Appended to the stop message (the recipes say which checkpoint is intact)."""
+
+    @property
+    def consecutive(self) -> int:
+        """The longest current run of skipped updates of one kind."""
+        return max(self.in_a_row.values(), default=0)
+
+    def ok(
+        self, *values: torch.Tensor | float, what: str | Callable[[], str] = "loss", kind: str = "update"
+    ) -> bool:
+        """True when every value is finite on every rank; else counts the step and returns False (``skip``) or
+        raises :class:`NonFiniteLossError` (``stop``, or too many bad steps in a row). ``what`` (a string or a
+        function returning one, called only for a bad step) describes the values in the message."""
+        from seqgan import distributed
+
+        finite = torch.stack([torch.isfinite(torch.as_tensor(v)).all().cpu() for v in values]).all()
+        if not distributed.any_rank(not bool(finite)):
+            self.in_a_row[kind] = 0
+            return True
+        self.skipped += 1
+        self.in_a_row[kind] = self.in_a_row.get(kind, 0) + 1
+        what = what() if callable(what) else what
+        note = f"; {self.note}" if self.note else ""
+        if self.policy == "stop":
+            raise NonFiniteLossError(f"non-finite {what} (nan_policy=stop){note}")
+        if self.in_a_row[kind] >= self.max_consecutive:
+            raise NonFiniteLossError(
+                f"non-finite {what} in {self.in_a_row[kind]} consecutive {kind} steps (nan_policy=skip, "
+                f"nan_max_consecutive={self.max_consecutive}){note}"
+            )
+        return False
+
+
 def mle_step(
-    generator: Generator, optimizer: torch.optim.Optimizer, tokens: torch.Tensor, grad_clip: float = 0.0
+    generator: Generator,
+    optimizer: torch.optim.Optimizer,
+    tokens: torch.Tensor,
+    grad_clip: float = 0.0,
+    guard: NonFiniteGuard | None = None,
 ) -> float:
-    """One teacher-forced maximum-likelihood update on ``(B, T)`` target sequences; returns the loss."""
+    """One teacher-forced maximum-likelihood update on ``(B, T)`` target sequences; returns the loss.
+
+    A NaN/inf loss or gradient norm skips the update; ``guard`` decides whether that raises (default: raise
+    :class:`NonFiniteLossError`).
+    """
+    guard = guard or NonFiniteGuard("stop")
     generator.train()
     total, count = sequence_nll(generator, tokens)
     loss = total / max(count, 1)  # mean NLL per real token
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite MLE loss {loss.item()}; lower pretrain.lr or check the data")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if grad_clip > 0:
-        nn.utils.clip_grad_norm_(generator.parameters(), grad_clip)
+    norm = nn.utils.clip_grad_norm_(generator.parameters(), grad_clip if grad_clip > 0 else float("inf"))
+    if not guard.ok(
+        loss.detach(), norm, what="MLE loss / gradient norm; lower pretrain.lr or check the data", kind="MLE"
+    ):
+        optimizer.zero_grad(set_to_none=True)
+        return float("nan")
     optimizer.step()
     return loss.item()
 
@@ -94,8 +180,11 @@ def discriminator_step(
     optimizer: torch.optim.Optimizer,
     real: torch.Tensor,
     fake: torch.Tensor,
+    guard: NonFiniteGuard | None = None,
 ) -> dict[str, float]:
     """One update on a batch of real and a batch of generated ``(B, T)`` sequences (BCE loss).
+
+    With a ``guard``, a NaN/inf loss or gradient skips the update (or raises, as the guard's policy says).
 
     Returns ``discriminator/loss``, ``discriminator/acc_real`` and ``discriminator/acc_fake``.
     """
@@ -104,12 +193,45 @@ def discriminator_step(
     loss = discriminator_bce(logits_real, logits_fake)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    optimizer.step()
+    grads = [p.grad for p in discriminator.parameters() if p.grad is not None]
+    if guard is None or guard.ok(
+        loss.detach(), *grads, what="discriminator loss / gradient", kind="discriminator"
+    ):
+        optimizer.step()
+    else:
+        optimizer.zero_grad(set_to_none=True)
     return {
         "discriminator/loss": loss.item(),
         "discriminator/acc_real": float((logits_real > 0).float().mean()),
         "discriminator/acc_fake": float((logits_fake < 0).float().mean()),
     }
+
+
+def length_batches(
+    tokens: torch.Tensor,
+    num: int,
+    batch_size: int,
+    rng: torch.Generator,
+    lengths_of=None,
+    pool_batches: int = 50,
+) -> list[torch.Tensor]:
+    """Index batches over ``num`` rows of ``tokens`` ``(N, T)`` drawn in a seeded random order.
+
+    With ``lengths_of`` (``tokens -> (N,)`` lengths), rows are bucketed: the random order is cut into pools of
+    ``pool_batches`` batches, each pool is sorted by length (stable) and cut into batches, and the batches are
+    shuffled. Every row is still used once per call and each batch is a random draw from its pool's lengths,
+    but a batch's longest row is close to its shortest. Without it, plain consecutive slices of the order.
+    """
+    order = torch.randperm(tokens.shape[0], generator=rng)[:num]
+    if lengths_of is None:
+        return list(order.split(batch_size))
+    lengths = lengths_of(tokens)
+    if lengths is None:
+        return list(order.split(batch_size))
+    batches = []
+    for pool in order.split(batch_size * pool_batches):
+        batches.extend(pool[torch.argsort(lengths[pool], stable=True)].split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=rng).tolist()]
 
 
 def discriminator_epochs(
@@ -120,18 +242,26 @@ def discriminator_epochs(
     epochs: int,
     batch_size: int,
     rng: torch.Generator,
+    guard: NonFiniteGuard | None = None,
+    by_length: bool = False,
 ) -> dict[str, float]:
-    """``epochs`` passes over (real, fake) pairs of batches in a seeded order; returns the mean metrics."""
+    """``epochs`` passes over (real, fake) pairs of batches in a seeded order; returns the mean metrics
+    (skipped non-finite steps, see ``guard``, count in the loss mean as NaN).
+
+    ``by_length``: batches of similar lengths (see :func:`length_batches`), so that the discriminator, which
+    skips the all-padding columns of a batch, computes fewer padded windows; the real and the generated batches
+    are drawn independently either way.
+    """
     n = min(real.shape[0], fake.shape[0])
+    lengths = getattr(getattr(discriminator, "module", discriminator), "lengths", None)  # DDP wraps it
     sums: dict[str, float] = {}
     count = 0
     for _ in range(epochs):
-        real_order = torch.randperm(real.shape[0], generator=rng)[:n]
-        fake_order = torch.randperm(fake.shape[0], generator=rng)[:n]
-        for start in range(0, n, batch_size):
-            r = real[real_order[start : start + batch_size]]
-            f = fake[fake_order[start : start + batch_size]]
-            for k, v in discriminator_step(discriminator, optimizer, r, f).items():
+        real_batches = length_batches(real, n, batch_size, rng, lengths if by_length else None)
+        fake_batches = length_batches(fake, n, batch_size, rng, lengths if by_length else None)
+        for real_idx, fake_idx in zip(real_batches, fake_batches, strict=True):
+            r, f = real[real_idx], fake[fake_idx]
+            for k, v in discriminator_step(discriminator, optimizer, r, f, guard).items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
     return {k: v / max(count, 1) for k, v in sums.items()}
@@ -204,6 +334,11 @@ def load_run(path, device: torch.device | str = "cpu") -> LoadedRun:
     cfg = from_dict(Config, ckpt["config"])
     tokenizer = tokenizer_from_state(ckpt["tokenizer"])
     gen_spec = ckpt["generator"]["spec"]
+    if str(gen_spec.get("kind", "")).startswith("seq2seq"):
+        raise CheckpointError(
+            f"{path} holds a conditional (context -> response) model; reply with recipes/chat.py or score it "
+            "with recipes/evaluate.py --checkpoint"
+        )
     if gen_spec.get("vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
         raise CheckpointError(
             f"{path}: generator vocabulary ({gen_spec['vocab_size']}) is smaller than the tokenizer's "
@@ -214,7 +349,7 @@ def load_run(path, device: torch.device | str = "cpu") -> LoadedRun:
     generator.to(device)
     discriminator = None
     if ckpt.get("discriminator"):
-        discriminator = CNNDiscriminator.from_spec(ckpt["discriminator"]["spec"])
+        discriminator = discriminator_from_spec(ckpt["discriminator"]["spec"])
         discriminator.load_state_dict(ckpt["discriminator"]["state_dict"])
         discriminator.to(device)
     return LoadedRun(cfg, tokenizer, generator, discriminator, ckpt)

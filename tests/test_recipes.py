@@ -248,3 +248,58 @@ def test_pipeline_and_adversarial_resume(tmp_path, root):
     )
     records = [json.loads(line) for line in (tmp_path / "adversarial_metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2, 3]
+
+
+def test_scratchgan_pipeline_from_scratch_and_resume(tmp_path, root):
+    """adversarial.method=scratchgan: no MLE stage, fresh models with a per-prefix discriminator, resumable."""
+    common = [
+        "--config",
+        "recipes/configs/tiny.yaml",
+        f"out_dir={tmp_path}",
+        "adversarial.method=scratchgan",
+        "discriminator.kind=rnn",
+        "discriminator.hidden_dim=16",
+        "scratchgan.batch_size=32",
+        "scratchgan.steps_per_epoch=2",
+        "adversarial.eval_num_samples=50",
+    ]
+    res = run_recipe(["recipes/run.py", "--eval-samples", "100", *common, "adversarial.epochs=1"], root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "training from scratch" in res.stdout and not (tmp_path / "pretrain.pt").exists()
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert set(summary["rows"]) == {"real data", "ScratchGAN"}
+    adv = torch.load(tmp_path / "adversarial.pt", weights_only=True)
+    assert adv["discriminator"]["spec"]["kind"] == "rnn" and adv["trainer"]["g_steps"] == 2
+    records = [json.loads(line) for line in (tmp_path / "adversarial_metrics.jsonl").read_text().splitlines()]
+    assert all("reward/mean" in r and "discriminator/prefix_acc_fake" in r for r in records[1:])
+
+    res = run_recipe(["recipes/adversarial.py", *common, "adversarial.epochs=2", "--resume"], root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    adv = torch.load(tmp_path / "adversarial.pt", weights_only=True)
+    assert "resumed" in res.stdout and adv["epoch"] == 2 and adv["trainer"]["g_steps"] == 4
+
+
+def test_adversarial_gumbel_and_resume(tiny_run, tmp_path, root):
+    """adversarial.method=gumbel runs end to end from an MLE checkpoint, writes its metrics and resumes."""
+    out, _ = tiny_run
+    args = [
+        "recipes/adversarial.py",
+        "--config",
+        "recipes/configs/tiny.yaml",
+        f"out_dir={tmp_path}",
+        f"adversarial.pretrain_checkpoint={out / 'pretrain.pt'}",
+        "adversarial.method=gumbel",
+        "adversarial.epochs=1",
+        "gumbel.steps_per_epoch=2",
+        "gumbel.batch_size=16",
+        "gumbel.spectral_norm=true",
+    ]
+    res = run_recipe(args, root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "adversarial_metrics.jsonl").read_text().splitlines()]
+    assert "generator/inverse_temperature" in records[1] and "discriminator/acc_pair" in records[1]
+    res = run_recipe([*args[:-4], "adversarial.epochs=2", *args[-3:], "--resume"], root)
+    assert res.returncode == 0 and "resumed" in res.stdout, res.stderr[-3000:]
+    adv = torch.load(tmp_path / "adversarial.pt", weights_only=True)
+    assert adv["epoch"] == 2 and adv["trainer"]["g_steps"] == 4
+    assert adv["discriminator"]["spec"]["spectral_norm"] is True

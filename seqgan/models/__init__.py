@@ -5,6 +5,7 @@ from __future__ import annotations
 from seqgan.models.base import Generator
 from seqgan.models.discriminator import CNNDiscriminator
 from seqgan.models.lstm import LSTMGenerator
+from seqgan.models.rnn_discriminator import RNNDiscriminator
 
 
 def __getattr__(name):  # transformers is imported only when a transformer is used
@@ -57,8 +58,18 @@ def generator_from_spec(spec: dict) -> Generator:
     raise ValueError(f"unknown generator kind {spec['kind']!r}")
 
 
-def build_discriminator(cfg, tokenizer) -> CNNDiscriminator:
-    """A CNN discriminator from a DiscriminatorConfig."""
+def build_discriminator(cfg, tokenizer) -> CNNDiscriminator | RNNDiscriminator:
+    """A discriminator from a DiscriminatorConfig: the CNN (``kind: cnn``) or the per-prefix LSTM (``rnn``)."""
+    if getattr(cfg, "kind", "cnn") == "rnn":
+        return RNNDiscriminator(
+            tokenizer.vocab_size,
+            cfg.embed_dim,
+            cfg.hidden_dim,
+            cfg.num_layers,
+            cfg.dropout,
+            tokenizer.pad_id if tokenizer.eos_id is not None else None,
+            tokenizer.eos_id,
+        )
     return CNNDiscriminator(
         tokenizer.vocab_size,
         cfg.embed_dim,
@@ -70,12 +81,24 @@ def build_discriminator(cfg, tokenizer) -> CNNDiscriminator:
     )
 
 
+def discriminator_from_spec(spec: dict) -> CNNDiscriminator | RNNDiscriminator:
+    """Rebuilds a discriminator from its ``spec()`` (a spec without ``kind`` is a CNN, as older checkpoints)."""
+    kind = spec.get("kind", "cnn")
+    if kind == "cnn":
+        return CNNDiscriminator.from_spec(spec)
+    if kind == "rnn":
+        return RNNDiscriminator.from_spec(spec)
+    raise ValueError(f"unknown discriminator kind {kind!r}")
+
+
 __all__ = [
     "Generator",
     "LSTMGenerator",
     "CNNDiscriminator",
+    "RNNDiscriminator",
     "TransformerGenerator",
     "build_generator",
     "build_discriminator",
+    "discriminator_from_spec",
     "generator_from_spec",
 ]

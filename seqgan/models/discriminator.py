@@ -4,6 +4,10 @@ Token embeddings -> parallel 1-D convolutions of several widths (each with its o
 max-over-time pooling -> concatenation -> highway layer -> dropout -> one logit per sequence. Inputs can be token
 ids ``(B, T)`` or probability vectors over the vocabulary ``(B, T, V)`` (soft inputs for relaxed training), read
 through the same embedding matrix.
+
+Options for relaxed (Gumbel-softmax) training: spectral normalization of the convolutions and linear layers
+(Miyato et al. 2018, ``spectral_norm=True`` or :meth:`CNNDiscriminator.enable_spectral_norm`) and instance noise
+(``noise_std`` in :meth:`CNNDiscriminator.forward`). Both are off by default and then change nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ class CNNDiscriminator(nn.Module):
         dropout: dropout before the output layer.
         highway: use the highway layer.
         pad_id: padding id (its embedding is zero and not trained); None when every id is a real token.
+        spectral_norm: divide the weight of every convolution and linear layer (highway, output) by its largest
+            singular value, estimated by one power iteration per training-mode forward (Miyato et al. 2018);
+            the embedding is left as is.
     """
 
     def __init__(
@@ -48,6 +55,7 @@ class CNNDiscriminator(nn.Module):
         dropout: float = 0.25,
         highway: bool = True,
         pad_id: int | None = 0,
+        spectral_norm: bool = False,
     ):
         super().__init__()
         if len(filter_sizes) != len(num_filters):
@@ -63,6 +71,24 @@ class CNNDiscriminator(nn.Module):
         self.highway = Highway(feat) if highway else nn.Identity()
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(feat, 1)
+        self.spectral_norm = False
+        if spectral_norm:
+            self.enable_spectral_norm()
+
+    def enable_spectral_norm(self) -> None:
+        """Puts spectral normalization on the convolutions, highway and output layers, in place.
+
+        The current weights become the unnormalized originals (so a pretrained discriminator keeps its
+        direction but its outputs are rescaled); :meth:`spec` records the option so checkpoints rebuild it.
+        """
+        if self.spectral_norm:
+            return
+        layers = [*self.convs, self.out]
+        if isinstance(self.highway, Highway):
+            layers += [self.highway.transform, self.highway.gate]
+        for layer in layers:
+            nn.utils.parametrizations.spectral_norm(layer)
+        self.spectral_norm = True
 
     @property
     def min_len(self) -> int:
@@ -110,17 +136,34 @@ class CNNDiscriminator(nn.Module):
             pooled.append(h.amax(dim=2))  # (B, n_k)
         return self.highway(torch.cat(pooled, dim=1))
 
-    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        noise_std: float = 0.0,
+        rng: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """``(B, T)`` ids or ``(B, T, V)`` probability vectors -> ``(B,)`` logits (real = positive).
 
         Args:
             inputs: token ids or probability vectors.
             lengths: ``(B,)`` real lengths; computed from the padding id for token ids, None (every position
                 counts) for probability vectors unless given.
+            noise_std: instance noise (Sonderby et al. 2016): Gaussian noise of this standard deviation added to
+                the input embeddings of the real positions (the first ``lengths`` of each row; padding stays
+                zero). 0 adds nothing.
+            rng: ``torch.Generator`` for the noise (the global RNG when None).
         """
         if lengths is None and inputs.dim() == 2:
             lengths = self.lengths(inputs)
-        return self.out(self.dropout(self.features(self.embed(inputs), lengths))).squeeze(-1)
+        embeds = self.embed(inputs)  # (B, T, E)
+        if noise_std > 0:
+            noise = torch.randn(embeds.shape, device=embeds.device, dtype=embeds.dtype, generator=rng)
+            if lengths is not None:
+                real = torch.arange(embeds.shape[1], device=embeds.device)[None, :] < lengths[:, None]
+                noise = noise * real.unsqueeze(2).to(noise.dtype)
+            embeds = embeds + noise_std * noise
+        return self.out(self.dropout(self.features(embeds, lengths))).squeeze(-1)
 
     def spec(self) -> dict:
         return {
@@ -132,6 +175,7 @@ class CNNDiscriminator(nn.Module):
             "dropout": self.dropout_p,
             "highway": self.use_highway,
             "pad_id": self.pad_id,
+            **({"spectral_norm": True} if self.spectral_norm else {}),
         }
 
     @classmethod

@@ -24,11 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqgan.config import Config
-from seqgan.losses import entropy_bonus, policy_gradient_loss
+from seqgan.distributed import unwrap
+from seqgan.losses import ema_baseline_update, entropy_bonus, policy_gradient_loss, step_baseline
 from seqgan.models.base import Generator
 from seqgan.rollout import MonteCarloRollout
 from seqgan.sampling import sample
-from seqgan.training import discriminator_epochs, discriminator_step
+from seqgan.training import NonFiniteGuard, discriminator_epochs, discriminator_step
+from seqgan.utils import adam
 
 __all__ = ["PolicyGradientConfig", "PolicyGradientTrainer"]
 
@@ -73,6 +75,8 @@ class PolicyGradientConfig:
     """Generated sentences per discriminator round (as many real sentences are drawn)."""
     d_batch_size: int = 64
     """Discriminator batch size in the rounds."""
+    d_batch_by_length: bool = True
+    """Discriminator batches of similar lengths (:func:`seqgan.training.length_batches`)."""
 
     @classmethod
     def from_config(cls, cfg: Config) -> PolicyGradientConfig:
@@ -96,6 +100,7 @@ class PolicyGradientConfig:
             d_epochs=a.d_epochs,
             d_num_negatives=a.d_num_negatives,
             d_batch_size=a.d_batch_size,
+            d_batch_by_length=cfg.discriminator.batch_by_length,
         )
 
     def __post_init__(self) -> None:
@@ -140,6 +145,11 @@ class PolicyGradientTrainer:
         d_optimizer: optimizer of the discriminator's parameters (default Adam at ``config.d_lr``).
         rng: ``torch.Generator`` for sampling and rollouts (the global RNG when None). Dropout, if any, uses the
             global RNG.
+
+    ``nan_guard`` (a :class:`~seqgan.training.NonFiniteGuard`, default policy ``stop``) decides what a NaN/inf
+    loss or gradient does: the update is never applied; the step raises or is skipped and counted.
+    The generator and discriminator may be :class:`~seqgan.distributed.DistributedModule` wrappers: rollouts
+    then use the wrapped models (no gradients), the updates go through DDP.
     """
 
     def __init__(
@@ -154,11 +164,12 @@ class PolicyGradientTrainer:
         self.generator = generator
         self.discriminator = discriminator
         self.config = config
-        self.g_optimizer = g_optimizer or torch.optim.Adam(generator.parameters(), lr=config.g_lr)
-        self.d_optimizer = d_optimizer or torch.optim.Adam(discriminator.parameters(), lr=config.d_lr)
+        self.g_optimizer = g_optimizer or adam(generator.parameters(), lr=config.g_lr)
+        self.d_optimizer = d_optimizer or adam(discriminator.parameters(), lr=config.d_lr)
         self.rng = rng
+        self.nan_guard = NonFiniteGuard("stop")
         self.rollout = MonteCarloRollout(
-            generator,
+            unwrap(generator),
             update_rate=config.rollout_update_rate,
             temperature=config.temperature,
             max_rows=config.rollout_chunk_rows or None,
@@ -213,8 +224,11 @@ class PolicyGradientTrainer:
                     cfg.d_epochs,
                     cfg.d_batch_size,
                     data_rng,
+                    self.nan_guard,
+                    by_length=cfg.d_batch_by_length,
                 )
             )
+        metrics["nan/skipped_steps"] = float(self.nan_guard.skipped)
         return metrics
 
     # ------------------------------------------------------------------ generator
@@ -226,26 +240,14 @@ class PolicyGradientTrainer:
         return F.log_softmax(logits / self.config.temperature, dim=-1)
 
     def baseline(self, rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-        """The baseline used for ``rewards`` ``(B, T)``: None, or ``(T,)`` per-step values (no state change)."""
-        kind = self.config.baseline
-        if kind == "none":
-            return None
-        step_mean = _step_means(rewards, mask)  # (T,)
-        if kind == "mean":
-            return step_mean
-        t = rewards.shape[1]
-        ema, seen = self.baseline_ema[:t], self.baseline_seen[:t]
-        return torch.where(seen, ema, step_mean)
+        """The baseline for ``rewards`` ``(B, T)``: None, or ``(T,)`` per-step values (no state change)."""
+        return step_baseline(self.config.baseline, rewards, mask, self.baseline_ema, self.baseline_seen)
 
     def _update_ema(self, rewards: torch.Tensor, mask: torch.Tensor) -> None:
         t = rewards.shape[1]
-        present = mask.any(dim=0)  # (T,) steps with at least one real token
-        step_mean = _step_means(rewards, mask)
-        decay = self.config.ema_decay
-        ema, seen = self.baseline_ema[:t], self.baseline_seen[:t]
-        updated = torch.where(seen, decay * ema + (1.0 - decay) * step_mean, step_mean)
-        ema.copy_(torch.where(present, updated, ema))
-        seen |= present
+        ema_baseline_update(
+            self.baseline_ema[:t], self.baseline_seen[:t], rewards, mask, self.config.ema_decay
+        )
 
     def generator_step(self) -> dict[str, float]:
         """One SeqGAN generator update: sample, rollout rewards, REINFORCE step, move the rollout policy.
@@ -260,7 +262,10 @@ class PolicyGradientTrainer:
         cfg, gen = self.config, self.generator
         samples = sample(gen, cfg.batch_size, cfg.max_len, temperature=cfg.temperature, rng=self.rng)
         tokens, mask = samples.tokens, samples.mask  # (B, T)
-        rewards = self.rollout(tokens, self.discriminator, cfg.num_rollouts, rng=self.rng)  # (B, T)
+        with torch.autocast(tokens.device.type, enabled=False):  # rewards in fp32 under a bf16 recipe
+            rewards = self.rollout(
+                tokens, unwrap(self.discriminator), cfg.num_rollouts, rng=self.rng
+            )  # (B, T)
 
         gen.train()
         log_probs_all = self.sampling_log_probs(gen(gen.teacher_inputs(tokens)))  # (B, T, V)
@@ -269,24 +274,32 @@ class PolicyGradientTrainer:
         pg_loss = policy_gradient_loss(log_probs, rewards, mask, baseline)
         entropy = entropy_bonus(log_probs_all, mask)
         loss = pg_loss - cfg.entropy_coef * entropy if cfg.entropy_coef else pg_loss
-        if not bool(torch.isfinite(loss)):
-            raise FloatingPointError(
-                f"non-finite generator loss {loss.item()} (pg_loss {pg_loss.item()}, entropy {entropy.item()}, "
-                f"reward range [{rewards.min().item():.3g}, {rewards.max().item():.3g}]); the step was skipped: "
-                "lower g_lr or check the generator's weights and the discriminator's outputs"
-            )
         self.g_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # before the finiteness check: under DDP every rank must take part in the all-reduce
         grad_norm = (
             nn.utils.clip_grad_norm_(gen.parameters(), cfg.grad_clip)
             if cfg.grad_clip > 0
             else _grad_norm(gen)
         )
-        self.g_optimizer.step()
-        if cfg.baseline == "ema":
-            self._update_ema(rewards, mask)
-        self.rollout.update_policy(gen)
-        self.g_steps += 1
+        stepped = self.nan_guard.ok(
+            loss.detach(),
+            grad_norm,
+            what=lambda: (
+                f"generator loss {loss.item()} (pg_loss {pg_loss.item()}, entropy {entropy.item()}, reward "
+                f"range [{rewards.min().item():.3g}, {rewards.max().item():.3g}], gradient norm "
+                f"{float(grad_norm):.3g}); the step was skipped: lower g_lr or check the generator's weights and "
+                "the discriminator's outputs"
+            ),
+            kind="generator",
+        )
+        if stepped:
+            self.g_optimizer.step()
+            if cfg.baseline == "ema":
+                self._update_ema(rewards, mask)
+            self.rollout.update_policy(unwrap(gen))
+            self.g_steps += 1
+        else:
+            self.g_optimizer.zero_grad(set_to_none=True)
 
         lengths = mask.sum(dim=1)  # (B,)
         return {
@@ -348,12 +361,6 @@ class PolicyGradientTrainer:
         self.g_steps, self.d_steps = int(state["g_steps"]), int(state["d_steps"])
         if self.rng is not None and state.get("rng") is not None:
             self.rng.set_state(state["rng"])
-
-
-def _step_means(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``(B, T)`` rewards -> ``(T,)`` mean over the real tokens at each step (0 where there are none)."""
-    m = mask.to(rewards.dtype)
-    return (rewards * m).sum(dim=0) / m.sum(dim=0).clamp(min=1.0)
 
 
 def _grad_norm(module: nn.Module) -> torch.Tensor:
