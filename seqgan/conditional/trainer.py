@@ -345,12 +345,10 @@ class ConditionalTrainer(PolicyGradientTrainer):
             )
         return metrics
 
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state["data_rng"] = self.data_rng.get_state()
-        return state
+    def _extra_state(self) -> dict:
+        return {**super()._extra_state(), "data_rng": self.data_rng.get_state()}
 
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
+    def _load_extra_state(self, state: dict) -> None:
+        super()._load_extra_state(state)
         if state.get("data_rng") is not None:
             self.data_rng.set_state(state["data_rng"])

@@ -33,6 +33,7 @@ from torch import nn
 from seqgan.config import Config
 from seqgan.losses import GAN_LOSSES, clip_weights_, gan_d_loss, gan_g_loss, gradient_penalty
 from seqgan.models.base import Generator
+from seqgan.trainers.base import AdversarialTrainer
 from seqgan.utils import adam
 
 __all__ = [
@@ -250,7 +251,7 @@ def relaxed_sample(
     )
 
 
-class GumbelTrainer:
+class GumbelTrainer(AdversarialTrainer):
     """RelGAN-style adversarial training by backpropagation through relaxed samples.
 
     Args:
@@ -471,28 +472,8 @@ class GumbelTrainer:
         return metrics
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
-        """Plain tensors / dicts / numbers only (loadable with ``torch.load(weights_only=True)``); the annealing
-        position is ``g_steps``."""
-        return {
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "g_optimizer": self.g_optimizer.state_dict(),
-            "d_optimizer": self.d_optimizer.state_dict(),
-            "g_steps": self.g_steps,
-            "d_steps": self.d_steps,
-            "anneal_steps": self.config.anneal_steps,
-            "rng": None if self.rng is None else self.rng.get_state(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.g_optimizer.load_state_dict(state["g_optimizer"])
-        self.d_optimizer.load_state_dict(state["d_optimizer"])
-        self.g_steps, self.d_steps = int(state["g_steps"]), int(state["d_steps"])
-        if self.rng is not None and state.get("rng") is not None:
-            self.rng.set_state(state["rng"])
+    def _extra_state(self) -> dict:
+        return {"anneal_steps": self.config.anneal_steps}  # the annealing position is ``g_steps``
 
 
 def _real_positions(samples: RelaxedSamples) -> torch.Tensor:

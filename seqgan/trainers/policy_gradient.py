@@ -29,6 +29,7 @@ from seqgan.losses import ema_baseline_update, entropy_bonus, policy_gradient_lo
 from seqgan.models.base import Generator
 from seqgan.rollout import MonteCarloRollout
 from seqgan.sampling import sample
+from seqgan.trainers.base import AdversarialTrainer, baseline_state, load_baseline
 from seqgan.training import NonFiniteGuard, discriminator_epochs, discriminator_step
 from seqgan.utils import adam
 
@@ -134,7 +135,7 @@ class _GuardedOptimizer:
         self.optimizer.step()
 
 
-class PolicyGradientTrainer:
+class PolicyGradientTrainer(AdversarialTrainer):
     """SeqGAN's adversarial updates for any :class:`~seqgan.models.base.Generator` and a discriminator.
 
     Args:
@@ -333,34 +334,15 @@ class PolicyGradientTrainer:
         return metrics
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
-        """Plain tensors / dicts / numbers only (loadable with ``torch.load(weights_only=True)``)."""
+    def _extra_state(self) -> dict:
         return {
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
             "rollout": self.rollout.state_dict(),
-            "g_optimizer": self.g_optimizer.state_dict(),
-            "d_optimizer": self.d_optimizer.state_dict(),
-            "baseline": {"ema": self.baseline_ema.clone(), "seen": self.baseline_seen.clone()},
-            "g_steps": self.g_steps,
-            "d_steps": self.d_steps,
-            "rng": None if self.rng is None else self.rng.get_state(),
+            "baseline": baseline_state(self.baseline_ema, self.baseline_seen),
         }
 
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
+    def _load_extra_state(self, state: dict) -> None:
         self.rollout.load_state_dict(state["rollout"])
-        self.g_optimizer.load_state_dict(state["g_optimizer"])
-        self.d_optimizer.load_state_dict(state["d_optimizer"])
-        ema, seen = state["baseline"]["ema"], state["baseline"]["seen"]
-        if ema.shape != self.baseline_ema.shape:
-            raise ValueError(f"baseline of length {ema.shape[0]} does not fit max_len={self.config.max_len}")
-        self.baseline_ema.copy_(ema)
-        self.baseline_seen.copy_(seen)
-        self.g_steps, self.d_steps = int(state["g_steps"]), int(state["d_steps"])
-        if self.rng is not None and state.get("rng") is not None:
-            self.rng.set_state(state["rng"])
+        load_baseline(state["baseline"], self.baseline_ema, self.baseline_seen)
 
 
 def _grad_norm(module: nn.Module) -> torch.Tensor:

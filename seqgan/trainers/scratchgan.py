@@ -42,13 +42,14 @@ from seqgan.losses import (
 )
 from seqgan.models.base import Generator
 from seqgan.sampling import Samples, sample
+from seqgan.trainers.base import AdversarialTrainer, baseline_state, load_baseline
 from seqgan.trainers.policy_gradient import _GuardedOptimizer
 from seqgan.utils import adam
 
 __all__ = ["ScratchGANTrainer", "init_embeddings", "input_embedding", "read_vectors", "vocab_strings"]
 
 
-class ScratchGANTrainer:
+class ScratchGANTrainer(AdversarialTrainer):
     """ScratchGAN's adversarial updates for any :class:`~seqgan.models.base.Generator`.
 
     Args:
@@ -301,32 +302,11 @@ class ScratchGANTrainer:
         }
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
-        """Plain tensors / dicts / numbers only (loadable with ``torch.load(weights_only=True)``)."""
-        return {
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "g_optimizer": self.g_optimizer.state_dict(),
-            "d_optimizer": self.d_optimizer.state_dict(),
-            "baseline": {"ema": self.baseline_ema.clone(), "seen": self.baseline_seen.clone()},
-            "g_steps": self.g_steps,
-            "d_steps": self.d_steps,
-            "rng": None if self.rng is None else self.rng.get_state(),
-        }
+    def _extra_state(self) -> dict:
+        return {"baseline": baseline_state(self.baseline_ema, self.baseline_seen)}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.g_optimizer.load_state_dict(state["g_optimizer"])
-        self.d_optimizer.load_state_dict(state["d_optimizer"])
-        ema, seen = state["baseline"]["ema"], state["baseline"]["seen"]
-        if ema.shape != self.baseline_ema.shape:
-            raise ValueError(f"baseline of length {ema.shape[0]} does not fit max_len={self.max_len}")
-        self.baseline_ema.copy_(ema)
-        self.baseline_seen.copy_(seen)
-        self.g_steps, self.d_steps = int(state["g_steps"]), int(state["d_steps"])
-        if self.rng is not None and state.get("rng") is not None:
-            self.rng.set_state(state["rng"])
+    def _load_extra_state(self, state: dict) -> None:
+        load_baseline(state["baseline"], self.baseline_ema, self.baseline_seen)
 
 
 def _trainable(module: nn.Module) -> list[nn.Parameter]:
