@@ -6,6 +6,7 @@ The recipes own the outer loops and I/O; the maths lives here and in :mod:`seqga
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -93,6 +94,23 @@ class NonFiniteLossError(FloatingPointError):
     """A loss or gradient was NaN/inf and the NaN policy says stop (no parameter was changed by that step)."""
 
 
+def _all_finite(values) -> bool:
+    """Whether every element of every tensor (or number) is finite, with one host sync per device.
+
+    Tensors are reduced to their norms by one fused pass (``torch._foreach_norm``): a NaN/inf element makes its
+    norm NaN/inf, and finite values too large for a float32 norm (above about 1e19) also count as non-finite.
+    """
+    tensors: dict[torch.device, list[torch.Tensor]] = {}
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            if v.numel():
+                t = v.detach() if v.is_floating_point() else v.detach().float()
+                tensors.setdefault(t.device, []).append(t)
+        elif not math.isfinite(float(v)):
+            return False
+    return all(bool(torch.stack(torch._foreach_norm(ts)).isfinite().all()) for ts in tensors.values())
+
+
 class NonFiniteGuard:
     """What to do with a step whose loss or gradient is NaN/inf (``nan_policy`` in the config).
 
@@ -129,8 +147,8 @@ class NonFiniteGuard:
         function returning one, called only for a bad step) describes the values in the message."""
         from seqgan import distributed
 
-        finite = torch.stack([torch.isfinite(torch.as_tensor(v)).all().cpu() for v in values]).all()
-        if not distributed.any_rank(not bool(finite)):
+        finite = _all_finite(values)
+        if not distributed.any_rank(not finite):
             self.in_a_row[kind] = 0
             return True
         self.skipped += 1

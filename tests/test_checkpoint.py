@@ -217,6 +217,18 @@ def test_nan_guard_policies():
         NonFiniteGuard("ignore")
 
 
+def test_nan_guard_checks_every_element_of_many_tensors():
+    grads = [torch.randn(50, 7), torch.randn(3), torch.zeros(0), torch.tensor(2, dtype=torch.long)]
+    guard = NonFiniteGuard("skip", max_consecutive=100)
+    assert guard.ok(torch.tensor(0.5), *grads)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for i in (0, 1):
+            hurt = [g.clone() for g in grads]
+            hurt[i].view(-1)[-1] = bad  # one element of one tensor
+            assert not guard.ok(torch.tensor(0.5), *hurt)
+    assert guard.skipped == 6
+
+
 def test_mle_step_skips_a_nan_step_without_touching_weights(tmp_path):
     cfg, tok, gen, *_ = _payload(tmp_path)
     opt = torch.optim.Adam(gen.parameters(), lr=0.1)
