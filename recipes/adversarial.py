@@ -50,6 +50,7 @@ from seqgan.training import (
     NonFiniteGuard,
     NonFiniteLossError,
     autocast,
+    compile_models,
     load_oracle,
     load_run,
     make_checkpoint,
@@ -129,6 +130,7 @@ def main(argv=None) -> Path:
     data_rng = seed_everything(distributed.rank_seed(cfg.seed))
     sample_rng = torch.Generator(device=device)
     sample_rng.manual_seed(distributed.rank_seed(cfg.seed) + 1)
+    compile_models(cfg.compile, generator, discriminator)
     generator, discriminator = distributed.wrap(generator, device), distributed.wrap(discriminator, device)
     trainer = build_trainer(distributed.per_rank_config(cfg), generator, discriminator, rng=sample_rng)
     trainer.nan_guard = NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive)

@@ -40,6 +40,7 @@ from seqgan.sampling import sample
 from seqgan.training import (
     NonFiniteGuard,
     autocast,
+    compile_models,
     decode_samples,
     discriminator_accuracy,
     discriminator_epochs,
@@ -121,6 +122,7 @@ def main(argv=None) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     gen_model, disc_model = generator, discriminator
+    compile_models(cfg.compile, generator, discriminator)
     generator, discriminator = distributed.wrap(generator, device), distributed.wrap(discriminator, device)
     logger = distributed.metrics_logger(out, append=args.resume)
     if args.resume and distributed.is_main():

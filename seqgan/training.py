@@ -90,6 +90,18 @@ def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractC
     raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
 
 
+def compile_models(enabled: bool, *modules: nn.Module) -> None:
+    """``torch.compile`` each module's forward in place when ``enabled`` (config key ``compile``).
+
+    In place (``nn.Module.compile``), so the modules keep their class, methods and state-dict keys: checkpoints,
+    the fused decoders and the rollout scorer see the same objects, and only calls through ``module(...)`` run the
+    compiled graph.
+    """
+    if enabled:
+        for module in modules:
+            module.compile()
+
+
 class NonFiniteLossError(FloatingPointError):
     """A loss or gradient was NaN/inf and the NaN policy says stop (no parameter was changed by that step)."""
 

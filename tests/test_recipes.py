@@ -303,3 +303,28 @@ def test_adversarial_gumbel_and_resume(tiny_run, tmp_path, root):
     adv = torch.load(tmp_path / "adversarial.pt", weights_only=True)
     assert adv["epoch"] == 2 and adv["trainer"]["g_steps"] == 4
     assert adv["discriminator"]["spec"]["spectral_norm"] is True
+
+
+def test_compile_models_compiles_in_place():
+    from seqgan.models.discriminator import CNNDiscriminator
+    from seqgan.training import compile_models
+
+    d = CNNDiscriminator(20, embed_dim=4, filter_sizes=(2,), num_filters=(3,))
+    keys = list(d.state_dict())
+    compile_models(False, d)
+    assert d._compiled_call_impl is None
+    compile_models(True, d)
+    assert d._compiled_call_impl is not None  # compiled lazily on the first call
+    assert isinstance(d, CNNDiscriminator) and list(d.state_dict()) == keys  # checkpoints are unchanged
+
+
+@pytest.mark.slow
+def test_pretrain_and_adversarial_with_compile(tmp_path, root):
+    out = tmp_path / "compiled"
+    common = ["--config", "recipes/configs/tiny.yaml", f"out_dir={out}", "compile=true", "pretrain.epochs=1"]
+    res = run_recipe(["recipes/pretrain.py", *common, "pretrain.d_rounds=1"], root, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = run_recipe(["recipes/adversarial.py", *common, "adversarial.epochs=1"], root, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ckpt = torch.load(out / "adversarial.pt", weights_only=True)
+    assert not any(k.startswith("_orig_mod") for k in ckpt["generator"]["state_dict"])
