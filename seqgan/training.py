@@ -219,7 +219,12 @@ def discriminator_step(
     Returns ``discriminator/loss``, ``discriminator/acc_real`` and ``discriminator/acc_fake``.
     """
     discriminator.train()
-    logits_real, logits_fake = discriminator(real), discriminator(fake)
+    if real.shape[1:] == fake.shape[1:]:  # one call: larger matrix products, half the per-call work
+        logits_real, logits_fake = discriminator(torch.cat([real, fake])).split(
+            [real.shape[0], fake.shape[0]]
+        )
+    else:
+        logits_real, logits_fake = discriminator(real), discriminator(fake)
     loss = discriminator_bce(logits_real, logits_fake)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -238,30 +243,39 @@ def discriminator_step(
 
 
 def length_batches(
-    tokens: torch.Tensor,
+    tokens: torch.Tensor | tuple[torch.Tensor, ...],
     num: int,
     batch_size: int,
     rng: torch.Generator,
     lengths_of=None,
     pool_batches: int = 50,
-) -> list[torch.Tensor]:
+) -> list:
     """Index batches over ``num`` rows of ``tokens`` ``(N, T)`` drawn in a seeded random order.
 
     With ``lengths_of`` (``tokens -> (N,)`` lengths), rows are bucketed: the random order is cut into pools of
     ``pool_batches`` batches, each pool is sorted by length (stable) and cut into batches, and the batches are
     shuffled. Every row is still used once per call and each batch is a random draw from its pool's lengths,
     but a batch's longest row is close to its shortest. Without it, plain consecutive slices of the order.
+
+    ``tokens`` may be a tuple of tensors (real and generated sentences): each gets its own random order, and the
+    result is a list of tuples of index batches, one per tensor; bucketed, the i-th shortest batches of each
+    tensor's pool go together, so the batches of a tuple have similar lengths too.
     """
-    order = torch.randperm(tokens.shape[0], generator=rng)[:num]
-    if lengths_of is None:
-        return list(order.split(batch_size))
-    lengths = lengths_of(tokens)
-    if lengths is None:
-        return list(order.split(batch_size))
-    batches = []
-    for pool in order.split(batch_size * pool_batches):
-        batches.extend(pool[torch.argsort(lengths[pool], stable=True)].split(batch_size))
-    return [batches[i] for i in torch.randperm(len(batches), generator=rng).tolist()]
+    parts = tokens if isinstance(tokens, tuple) else (tokens,)
+    orders = [torch.randperm(t.shape[0], generator=rng)[:num] for t in parts]
+    lengths = None if lengths_of is None else [lengths_of(t) for t in parts]
+    if lengths is None or any(x is None for x in lengths):
+        groups = list(zip(*(order.split(batch_size) for order in orders), strict=True))
+    else:
+        groups = []
+        for pools in zip(*(order.split(batch_size * pool_batches) for order in orders), strict=True):
+            ranked = [
+                p[torch.argsort(x[p], stable=True)].split(batch_size)
+                for p, x in zip(pools, lengths, strict=True)
+            ]
+            groups.extend(zip(*ranked, strict=True))
+        groups = [groups[i] for i in torch.randperm(len(groups), generator=rng).tolist()]
+    return groups if isinstance(tokens, tuple) else [g[0] for g in groups]
 
 
 def discriminator_epochs(
@@ -287,9 +301,9 @@ def discriminator_epochs(
     sums: dict[str, float] = {}
     count = 0
     for _ in range(epochs):
-        real_batches = length_batches(real, n, batch_size, rng, lengths if by_length else None)
-        fake_batches = length_batches(fake, n, batch_size, rng, lengths if by_length else None)
-        for real_idx, fake_idx in zip(real_batches, fake_batches, strict=True):
+        for real_idx, fake_idx in length_batches(
+            (real, fake), n, batch_size, rng, lengths if by_length else None
+        ):
             r, f = real[real_idx], fake[fake_idx]
             for k, v in discriminator_step(discriminator, optimizer, r, f, guard).items():
                 sums[k] = sums.get(k, 0.0) + v

@@ -60,3 +60,38 @@ def test_bucketed_epochs_train_the_discriminator_on_every_pair():
     assert all(not torch.equal(b, p) for b, p in zip(before, d.parameters(), strict=True) if b.numel() > 1)
     acc = discriminator_accuracy(d, real, fake)
     assert acc["discriminator/eval_acc_real"] > 0.9 and acc["discriminator/eval_acc_fake"] > 0.9
+
+
+def test_paired_length_batches_pair_similar_lengths():
+    real, fake = _corpus(640, seed=4), _corpus(640, seed=5)
+    pairs = length_batches((real, fake), 600, 32, torch.Generator().manual_seed(2), _lengths, pool_batches=5)
+    assert len(pairs) == 600 // 32 + 1
+    for side, x in ((0, real), (1, fake)):
+        rows = torch.cat([p[side] for p in pairs])
+        assert rows.numel() == 600 and rows.unique().numel() == 600
+    widths = [(int(_lengths(real[r]).max()), int(_lengths(fake[f]).max())) for r, f in pairs]
+    assert (
+        sum(abs(a - b) for a, b in widths) / len(widths) <= 3
+    )  # the two halves of a step have similar widths
+    plain = length_batches((real, fake), 600, 32, torch.Generator().manual_seed(2))
+    r0, f0 = plain[0]
+    g = torch.Generator().manual_seed(2)
+    assert torch.equal(r0, torch.randperm(640, generator=g)[:32])  # plain: consecutive slices of each order
+    assert torch.equal(f0, torch.randperm(640, generator=g)[:32])
+
+
+def test_discriminator_step_one_call_equals_two_calls():
+    from seqgan.training import discriminator_step
+
+    torch.manual_seed(0)
+    d = CNNDiscriminator(50, embed_dim=8, filter_sizes=(2, 3), num_filters=(8, 8), dropout=0.0)
+    twin = CNNDiscriminator(50, embed_dim=8, filter_sizes=(2, 3), num_filters=(8, 8), dropout=0.0)
+    twin.load_state_dict(d.state_dict())
+    real, fake = _corpus(16, seed=1), _corpus(16, seed=2)
+    opt, opt2 = torch.optim.SGD(d.parameters(), lr=0.1), torch.optim.SGD(twin.parameters(), lr=0.1)
+    m = discriminator_step(d, opt, real, fake)  # one call on the concatenation
+    padded = torch.cat([fake, torch.zeros(16, 5, dtype=fake.dtype)], dim=1)  # same rows, more padding columns
+    m2 = discriminator_step(twin, opt2, real, padded)  # other widths: two calls
+    assert abs(m["discriminator/loss"] - m2["discriminator/loss"]) < 1e-6
+    for a, b in zip(d.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
