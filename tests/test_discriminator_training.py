@@ -66,7 +66,7 @@ def test_paired_length_batches_pair_similar_lengths():
     real, fake = _corpus(640, seed=4), _corpus(640, seed=5)
     pairs = length_batches((real, fake), 600, 32, torch.Generator().manual_seed(2), _lengths, pool_batches=5)
     assert len(pairs) == 600 // 32 + 1
-    for side, x in ((0, real), (1, fake)):
+    for side in (0, 1):
         rows = torch.cat([p[side] for p in pairs])
         assert rows.numel() == 600 and rows.unique().numel() == 600
     widths = [(int(_lengths(real[r]).max()), int(_lengths(fake[f]).max())) for r, f in pairs]
