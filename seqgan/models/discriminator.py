@@ -17,6 +17,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def embed_inputs(embedding: nn.Embedding, inputs: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` token ids or ``(B, T, V)`` probability vectors -> ``(B, T, E)`` through ``embedding``'s matrix
+    (a probability vector reads the expected embedding, so relaxed samples and ids share one code path)."""
+    if inputs.dim() == 2:
+        return embedding(inputs)
+    vocab = embedding.num_embeddings
+    if inputs.dim() == 3 and inputs.shape[-1] == vocab:
+        return inputs @ embedding.weight  # (B, T, V) @ (V, E)
+    raise ValueError(f"expected (B, T) token ids or (B, T, {vocab}) vectors, got {tuple(inputs.shape)}")
+
+
 class Highway(nn.Module):
     """y = g * relu(W x) + (1 - g) * x with g = sigmoid(W_g x) (Srivastava et al. 2015)."""
 
@@ -96,13 +107,7 @@ class CNNDiscriminator(nn.Module):
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` ids or ``(B, T, V)`` probability vectors -> ``(B, T, E)`` embeddings."""
-        if inputs.dim() == 2:
-            return self.embedding(inputs)
-        if inputs.dim() == 3 and inputs.shape[-1] == self.vocab_size:
-            return inputs @ self.embedding.weight  # (B, T, V) @ (V, E)
-        raise ValueError(
-            f"expected (B, T) token ids or (B, T, {self.vocab_size}) vectors, got {tuple(inputs.shape)}"
-        )
+        return embed_inputs(self.embedding, inputs)
 
     def lengths(self, tokens: torch.Tensor) -> torch.Tensor | None:
         """``(B,)`` number of non-padding tokens of ``(B, T)`` ids (padding only follows the sequence);

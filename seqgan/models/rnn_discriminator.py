@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from seqgan.data.datasets import sequence_mask
+from seqgan.models.discriminator import embed_inputs
 
 
 class RNNDiscriminator(nn.Module):
@@ -54,13 +55,7 @@ class RNNDiscriminator(nn.Module):
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` ids or ``(B, T, V)`` probability vectors -> ``(B, T, E)`` embeddings."""
-        if inputs.dim() == 2:
-            return self.embedding(inputs)
-        if inputs.dim() == 3 and inputs.shape[-1] == self.vocab_size:
-            return inputs @ self.embedding.weight  # (B, T, V) @ (V, E)
-        raise ValueError(
-            f"expected (B, T) token ids or (B, T, {self.vocab_size}) vectors, got {tuple(inputs.shape)}"
-        )
+        return embed_inputs(self.embedding, inputs)
 
     def mask(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` ids -> ``(B, T)`` bool, True for the real prefixes (up to and including the first EOS)."""
