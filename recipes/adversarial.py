@@ -195,8 +195,10 @@ def main(argv=None) -> Path:
             metrics.update(evaluate(ev, gen_model, cfg, oracle, cfg.seed))
             tqdm.write(f"epoch {epoch}: " + _fmt(metrics))
         logger.log(epoch, metrics)
+        reward = metrics.get("rollout/reward_mean", metrics.get("reward/mean"))  # seqgan / scratchgan
         bar.set_postfix(
-            reward=f"{metrics.get('rollout/reward_mean', float('nan')):.3f}",
+            loss_g=f"{metrics.get('generator/pg_loss', metrics.get('generator/loss', float('nan'))):.3f}",
+            **({"reward": f"{reward:.3f}"} if reward is not None else {}),
             d_acc=f"{metrics.get('discriminator/acc_fake', float('nan')):.2f}",
         )
         if epoch % a.checkpoint_every == 0 or epoch == a.epochs:
