@@ -43,6 +43,11 @@ class AdversarialTrainer:
         return None
 
 
+def new_baseline(max_len: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fresh per-step EMA baseline: ``(T,)`` values and ``(T,)`` flags of the steps that have one."""
+    return torch.zeros(max_len, device=device), torch.zeros(max_len, dtype=torch.bool, device=device)
+
+
 def baseline_state(ema: torch.Tensor, seen: torch.Tensor) -> dict:
     """The per-step EMA baseline's checkpoint entry."""
     return {"ema": ema.clone(), "seen": seen.clone()}

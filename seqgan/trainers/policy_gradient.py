@@ -29,7 +29,7 @@ from seqgan.losses import ema_baseline_update, entropy_bonus, policy_gradient_lo
 from seqgan.models.base import Generator
 from seqgan.rollout import MonteCarloRollout
 from seqgan.sampling import sample
-from seqgan.trainers.base import AdversarialTrainer, baseline_state, load_baseline
+from seqgan.trainers.base import AdversarialTrainer, baseline_state, load_baseline, new_baseline
 from seqgan.training import NonFiniteGuard, discriminator_epochs, discriminator_step
 from seqgan.utils import adam
 
@@ -177,8 +177,7 @@ class PolicyGradientTrainer(AdversarialTrainer):
             rng=rng,
         )
         device = generator.device
-        self.baseline_ema = torch.zeros(config.max_len, device=device)  # (T,)
-        self.baseline_seen = torch.zeros(config.max_len, dtype=torch.bool, device=device)  # (T,)
+        self.baseline_ema, self.baseline_seen = new_baseline(config.max_len, device)  # (T,) each
         self.g_steps = 0
         self.d_steps = 0
         self._banned = torch.tensor(generator.never_sample, dtype=torch.long, device=device)

@@ -42,7 +42,7 @@ from seqgan.losses import (
 )
 from seqgan.models.base import Generator
 from seqgan.sampling import Samples, sample
-from seqgan.trainers.base import AdversarialTrainer, baseline_state, load_baseline
+from seqgan.trainers.base import AdversarialTrainer, baseline_state, load_baseline, new_baseline
 from seqgan.trainers.policy_gradient import _GuardedOptimizer
 from seqgan.utils import adam
 
@@ -86,8 +86,7 @@ class ScratchGANTrainer(AdversarialTrainer):
         self.g_optimizer = adam(_trainable(generator), lr=cfg.g_lr, betas=betas)
         self.d_optimizer = adam(_trainable(discriminator), lr=cfg.d_lr, betas=betas)
         device = generator.device
-        self.baseline_ema = torch.zeros(max_len, device=device)  # (T,)
-        self.baseline_seen = torch.zeros(max_len, dtype=torch.bool, device=device)  # (T,)
+        self.baseline_ema, self.baseline_seen = new_baseline(max_len, device)  # (T,) each
         self.g_steps = 0
         self.d_steps = 0
         self._banned = torch.tensor(generator.never_sample, dtype=torch.long, device=device)
