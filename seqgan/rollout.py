@@ -32,8 +32,10 @@ Engine (``MonteCarloRollout.__call__``), for a batch ``tokens`` ``(B, T)``:
   :class:`~seqgan.models.transformer.TransformerGenerator` the output projection is fused with the draw (the
   temperature and the excluded ids are folded into the weights, logits are written into a reused buffer, and
   the CDF is searched in two levels: block sums of 64 ids, then inside the chosen block); the transformer keeps
-  its key / value cache in preallocated slots instead of copying it every step, runs its HF base model on blocks
-  of rows, and evaluates GPT-2's ``gelu_new`` with HF's fused ``GELUTanh`` (same formula) while decoding. Any
+  its key / value cache in preallocated slots instead of copying it every step (attending over whole slots
+  with a mask of the filled positions, through an HF attention function registered for the duration of the
+  rollout; the slots are reused by the next chunk), runs its HF base model on blocks of rows, and evaluates
+  GPT-2's ``gelu_new`` with HF's fused ``GELUTanh`` (same formula) while decoding. Any
   other generator is decoded through its ``step`` / ``select_state`` contract and :func:`seqgan.sampling.draw`.
 * Scoring: all completions are scored by the discriminator in eval mode without gradient, ``score_batch`` rows
   at a time, in prefix-length order. For a :class:`~seqgan.models.discriminator.CNNDiscriminator` the scores are
@@ -43,7 +45,7 @@ Engine (``MonteCarloRollout.__call__``), for a batch ``tokens`` ``(B, T)``:
   ``(k * (V + 1), filters)`` table with ``F.embedding_bag``, built once per call. Any other discriminator is
   called on the completed ``(N, T)`` id sequences.
 * Memory: the completion buffer (``B * (T - 1) * R * T`` ids), one chunk's decoding state (the transformer's
-  key / value slots are capped at 1 GiB per chunk), and one score batch of window responses.
+  key / value slots are capped at 256 MiB per chunk and reused), and one score batch of window responses.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -68,7 +71,7 @@ __all__ = ["MonteCarloRollout"]
 _BLOCK = 64  # vocabulary block size of the two-level inverse-CDF search
 _SAMPLER_ELEMENTS = 2**22  # logits buffer of the fused sampler (16 MiB): rows per block = this / padded vocab
 _ACTIVATION_ELEMENTS = 2**20  # transformer fast path: rows per model call = this / (4 * width)
-_SLOT_BYTES = 2**30  # most key / value slot memory of one transformer decoding chunk
+_SLOT_BYTES = 2**28  # most key / value slot memory of one transformer decoding chunk
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -262,11 +265,14 @@ class _LSTMDecoder(_Decoder):
 class _SlotPool:
     """Preallocated key / value slots for every attention layer of a transformer decoder.
 
-    Layer ``i`` keeps ``keys[i]`` / ``values[i]`` of shape ``(capacity, heads, max_len, head_dim)``; rows
-    ``[0, n)`` are in use and positions ``[0, length)`` are filled. A step writes position ``length`` of the ``n``
-    rows in place and attends over the ``[:n, :, :length + 1]`` views, so decoding never copies the cache;
-    rows are appended by copying their prefix (new completions) and the buffer is compacted only when many rows
-    have finished.
+    Layer ``i`` keeps ``keys[i]`` / ``values[i]`` of shape ``(capacity, heads, max_len, head_dim)``, zero-filled
+    when created; rows ``[0, n)`` are in use and positions ``[0, length)`` are filled. A step writes position
+    ``length`` of the ``n`` rows in place and attends over *all* ``max_len`` positions of its rows with a mask
+    of the filled ones (:func:`_slot_attention`): whole rows are contiguous, which batched attention reads
+    several times faster than a ``[:length + 1]`` slice of them, and every slot holds a finite number (zeros or
+    keys / values of a finished row), so the masked positions weigh exactly 0. Decoding never copies the
+    cache; rows are appended by copying their prefix (new completions), the buffer is compacted only when many
+    rows have finished, and :meth:`reset` reuses the buffers for the next chunk.
     """
 
     def __init__(self, num_layers: int, capacity: int, max_len: int) -> None:
@@ -275,18 +281,33 @@ class _SlotPool:
         self.capacity, self.max_len = capacity, max_len
         self.n, self.length = 0, 0
         self.lo, self.hi = 0, 0  # rows read / written by the current model call
+        self._positions: torch.Tensor | None = None
+
+    def reset(self, n: int) -> None:
+        """Empties the pool for ``n`` new rows (the buffers are kept)."""
+        if n > self.capacity:
+            raise RuntimeError(f"rollout KV slots overflow ({n} > {self.capacity} rows)")
+        self.n, self.length = n, 0
+
+    def mask(self) -> torch.Tensor:
+        """``(1, 1, 1, max_len)``: True at the positions a query at position ``length`` attends to."""
+        if self._positions is None:
+            device = next((k.device for k in self.keys if k is not None), torch.device("cpu"))
+            self._positions = torch.arange(self.max_len, device=device)
+        return (self._positions <= self.length).view(1, 1, 1, -1)
 
     def write(self, i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stores ``(n, heads, 1, head_dim)`` keys / values at position ``length`` of layer ``i``."""
+        """Stores ``(n, heads, 1, head_dim)`` keys / values at position ``length`` of layer ``i``; returns the
+        whole ``max_len`` slots of the current rows."""
         if self.keys[i] is None:
             shape = (self.capacity, k.shape[1], self.max_len, k.shape[3])
-            self.keys[i] = torch.empty(shape, dtype=k.dtype, device=k.device)
-            self.values[i] = torch.empty(shape[:3] + (v.shape[3],), dtype=v.dtype, device=v.device)
+            self.keys[i] = torch.zeros(shape, dtype=k.dtype, device=k.device)
+            self.values[i] = torch.zeros(shape[:3] + (v.shape[3],), dtype=v.dtype, device=v.device)
         lo, hi, pos = self.lo, self.hi, self.length
         kb, vb = self.keys[i], self.values[i]
         kb[lo:hi, :, pos] = k[:, :, 0]
         vb[lo:hi, :, pos] = v[:, :, 0]
-        return kb[lo:hi, :, : pos + 1], vb[lo:hi, :, : pos + 1]
+        return kb[lo:hi], vb[lo:hi]
 
     def rearrange(self, keep: torch.Tensor | None, src: torch.Tensor) -> None:
         """Rows ``keep`` (all when None) in order, then copies of rows ``src`` (indices of the current layout)."""
@@ -303,8 +324,47 @@ class _SlotPool:
                 if index is not None:  # compaction: one gather (into a temporary) of the kept and copied rows
                     buf[:stop, :, :pos] = buf[index, :, :pos]
                 elif src.numel():  # append only: copy the joining rows' prefix slots behind the live rows
-                    buf[start:stop, :, :pos] = buf[src, :, :pos]
+                    buf[start:stop, :, :pos].copy_(buf[:, :, :pos].index_select(0, src))
         self.n = stop
+
+
+@functools.cache
+def _register_slot_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(_SLOT_ATTENTION, _slot_attention)
+
+
+# Attention mask of the pool a thread is decoding with (see ``_slot_attention``); per thread because the parts of
+# a rollout decode concurrently with one model.
+_SLOT_CONTEXT = threading.local()
+_SLOT_ATTENTION = "seqgan_slots"
+
+
+def _slot_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """HF attention function used while a :class:`_SlotTransformerDecoder` decodes: one query per row against the
+    whole ``max_len`` key / value slots of its row, masked to the filled positions. Any other call (no slot
+    pool active in this thread) is passed to HF's SDPA attention."""
+    mask = getattr(_SLOT_CONTEXT, "mask", None)
+    if mask is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    if (
+        query.shape[2] != 1
+        or attention_mask is not None
+        or kwargs.get("softcap") is not None
+        or kwargs.get("position_bias") is not None
+        or kwargs.get("sliding_window") is not None
+        or key.shape[2] != mask.shape[-1]
+    ):
+        raise NotImplementedError("slot attention: one query per row, no extra mask / bias / softcap")
+    out = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, scale=scaling, enable_gqa=key.shape[1] != query.shape[1]
+    )
+    return out.transpose(1, 2).contiguous(), None
 
 
 @functools.cache
@@ -350,6 +410,10 @@ class _SlotTransformerDecoder(_Decoder):
         self.max_len = generator.max_positions or 0
         width = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0) or 128)
         self.row_block = max(256, _ACTIVATION_ELEMENTS // (4 * width))  # MLP activations of a block: 4 MiB
+        self._pool: _SlotPool | None = None
+        from seqgan.models.transformer import cache_kwargs
+
+        self.cache_arg = functools.partial(cache_kwargs, base)
 
     @classmethod
     def create(cls, generator: Generator, temperature: float) -> _SlotTransformerDecoder | None:
@@ -364,7 +428,9 @@ class _SlotTransformerDecoder(_Decoder):
             if {type(layer) for layer in DynamicCache(config=model.config).layers} != {DynamicLayer}:
                 return None  # sliding-window / linear-attention layers: use the generic path
             decoder = cls(generator, base, head, temperature)
-            return decoder if decoder._agrees_with_step(head) else None
+            with decoder:
+                agrees = decoder._agrees_with_step(head)
+            return decoder if agrees else None
         except Exception:  # any HF variant this adapter does not understand falls back to ``step``
             return None
 
@@ -378,10 +444,15 @@ class _SlotTransformerDecoder(_Decoder):
         return 2 * self.num_layers * seq_len * head_dim * kv_heads * 4
 
     def init(self, n: int, capacity: int | None = None, seq_len: int | None = None) -> _SlotState:
+        """``n`` empty rows, room for ``capacity``; the previous pool's buffers are reused when they are large
+        enough (chunks of one rollout), which spares the memory's first-touch cost."""
         from transformers.cache_utils import Cache
 
-        pool = _SlotPool(self.num_layers, max(n, capacity or n), seq_len or self.max_len)
-        pool.n = n
+        capacity, seq_len = max(n, capacity or n), seq_len or self.max_len
+        pool = self._pool
+        if pool is None or pool.capacity < capacity or pool.max_len != seq_len:
+            pool = self._pool = _SlotPool(self.num_layers, capacity, seq_len)
+        pool.reset(n)
         layer_cls = _slot_layer_class()
         return _SlotState(pool, Cache(layers=[layer_cls(pool, i) for i in range(self.num_layers)]))
 
@@ -391,14 +462,15 @@ class _SlotTransformerDecoder(_Decoder):
             raise ValueError(f"expected {pool.n} tokens, got {tokens.shape[0]}")
         n = pool.n
         positions = torch.full((n, 1), pool.length, dtype=torch.long, device=tokens.device)
+        _SLOT_CONTEXT.mask = pool.mask()
         feats = None
         for lo in range(0, n, self.row_block):  # row blocks keep the activations in cache
             pool.lo, pool.hi = lo, min(n, lo + self.row_block)
             out = self.base(
                 input_ids=tokens[pool.lo : pool.hi, None],
-                past_key_values=state.cache,
                 position_ids=positions[pool.lo : pool.hi],
                 use_cache=True,
+                **self.cache_arg(state.cache),
             ).last_hidden_state[:, -1]
             if feats is None:
                 if pool.hi == n:
@@ -406,18 +478,29 @@ class _SlotTransformerDecoder(_Decoder):
                     break
                 feats = out.new_empty(n, out.shape[1])
             feats[pool.lo : pool.hi] = out
+        _SLOT_CONTEXT.mask = None
         pool.length += 1
         return feats, state
 
+    def fork(self) -> _SlotTransformerDecoder:
+        twin = super().fork()
+        twin._pool = None  # own key / value slots
+        return twin
+
     def __enter__(self) -> _SlotTransformerDecoder:
-        """Swaps GPT-2's ``gelu_new`` (eight elementwise kernels) for HF's ``GELUTanh`` (one fused kernel, the same
-        tanh approximation) while decoding; restored on exit."""
+        """While decoding: the model's attention is :func:`_slot_attention`, and GPT-2's ``gelu_new`` (eight
+        elementwise kernels) is HF's ``GELUTanh`` (one fused kernel, the same tanh approximation); both are
+        restored on exit."""
         self._swapped = []
+        model = self.g.model
+        self._attn = model.config._attn_implementation
+        _register_slot_attention()
+        model.set_attn_implementation(_SLOT_ATTENTION)
         try:
             from transformers.activations import GELUTanh, NewGELUActivation
         except ImportError:
             return self
-        for module in self.g.model.modules():
+        for module in model.modules():
             for name, child in module.named_children():
                 if type(child) is NewGELUActivation:
                     self._swapped.append((module, name, child))
@@ -428,6 +511,10 @@ class _SlotTransformerDecoder(_Decoder):
         for module, name, child in getattr(self, "_swapped", []):
             setattr(module, name, child)
         self._swapped = []
+        if getattr(self, "_attn", None) is not None:
+            self.g.model.set_attn_implementation(self._attn)
+            self._attn = None
+        self._pool = None  # the slots are freed with the decoder's last use
 
     def rearrange(
         self, state: _SlotState, n: int, keep: torch.Tensor | None, src: torch.Tensor
@@ -646,7 +733,7 @@ class MonteCarloRollout:
             always excluded), as in :func:`seqgan.sampling.sample`.
         max_rows: most decoding rows in one chunk (None: no cap); a sample needs ``1 + R * (T - 1)`` rows (its
             teacher row and its completions), so a chunk holds ``max(1, max_rows // (1 + R * (T - 1)))`` samples.
-            The transformer fast path also keeps a chunk's key / value slots under 1 GiB.
+            The transformer fast path also keeps a chunk's key / value slots under 256 MiB.
         score_batch: completions scored by the discriminator per call.
         rng: default ``torch.Generator`` for the continuation draws (the global RNG when None).
         fast: use the fused LSTM / transformer decoders and the CNN-discriminator scorer when they apply

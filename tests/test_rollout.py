@@ -484,3 +484,42 @@ def test_cnn_scorer_with_parts_matches_the_module_on_the_same_draws():
     module = MonteCarloRollout(gen, update_rate=0.0, parts=2)(tokens, twin, 8, rng=rng(17))
     torch.testing.assert_close(fast, module, rtol=1e-5, atol=1e-5)
     assert float(fast.std()) > 0.05
+
+
+def test_slot_decoder_matches_step_across_joins_compaction_and_reused_slots():
+    """The transformer fast path (masked attention over whole key / value slots, slots reused by the next
+    chunk) gives ``generator.step``'s logits while rows join as copies, rows are dropped, and after a first
+    chunk has left other keys / values in the slots; the model's attention is restored afterwards."""
+    from seqgan.rollout import _SlotTransformerDecoder
+
+    gen = make_generator("transformer", seed=8).eval()
+    head = gen.model.get_output_embeddings()
+    decoder = make_decoder(gen, 1.0)
+    assert isinstance(decoder, _SlotTransformerDecoder)
+    attn = gen.model.config._attn_implementation
+    g = rng(20)
+    with torch.no_grad(), decoder:
+        for chunk, n in enumerate((4, 3)):  # the second chunk reuses the first chunk's (dirty) slots
+            state = decoder.init(n, capacity=16, seq_len=8)
+            ref = gen.init_state(n)
+            for s in range(6):
+                tokens = torch.randint(3, VOCAB, (state.pool.n,), generator=g)
+                feats, state = decoder.step(tokens, state)
+                logits, ref = gen.step(tokens, ref)
+                torch.testing.assert_close(head(feats), logits, rtol=1e-5, atol=1e-5)
+                rows = state.pool.n
+                if s == 1:  # append copies of rows 0 and 0 and 1
+                    src = torch.tensor([0, 0, 1])
+                    state = decoder.rearrange(state, rows, None, src)
+                    ref = gen.select_state(ref, torch.cat([torch.arange(rows), src]))
+                elif s == 3:  # drop rows 0 and 2, copy row 3
+                    keep = torch.tensor([r for r in range(rows) if r not in (0, 2)])
+                    src = torch.tensor([3])
+                    state = decoder.rearrange(state, rows, keep, src)
+                    ref = gen.select_state(ref, torch.cat([keep, src]))
+            assert chunk == 0 or state.pool is decoder._pool
+        # a teacher-forced pass by other code meanwhile is plain causal attention
+        inputs = torch.randint(3, VOCAB, (2, 6), generator=g)
+        inside = gen(inputs)
+    assert gen.model.config._attn_implementation == attn
+    torch.testing.assert_close(inside, gen(inputs), rtol=1e-5, atol=1e-5)

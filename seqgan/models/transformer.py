@@ -21,6 +21,8 @@ negative number of tokens to remove, ``batch_select_indices``).
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +67,23 @@ def _fork_cache(cache: Cache) -> Cache:
         forked.layers = [copy.copy(layer) for layer in cache.layers]
         return forked
     return copy.deepcopy(cache)
+
+
+def cache_kwargs(model: torch.nn.Module, cache: Cache | None) -> dict:
+    """The keyword that passes a KV cache to ``model``'s forward: ``cache`` (transformers >= 5.25) or
+    ``past_key_values`` (earlier 5.x releases)."""
+    return {_cache_arg(type(model)): cache}
+
+
+@functools.cache
+def _cache_arg(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def output_cache(out: Any) -> Cache:
+    """The KV cache of a model output (``cache``, or ``past_key_values`` before transformers 5.25)."""
+    cache = getattr(out, "cache", None) if "cache" in getattr(out, "__dataclass_fields__", {}) else None
+    return cache if cache is not None else out.past_key_values
 
 
 def _plain(value: Any) -> Any:
@@ -350,10 +369,10 @@ class TransformerGenerator(Generator):
         cache = None if state.cache is None else _fork_cache(state.cache)
         position_ids = torch.full((tokens.shape[0], 1), state.length, dtype=torch.long, device=tokens.device)
         out = self.model(
-            input_ids=tokens[:, None], past_key_values=cache, position_ids=position_ids, use_cache=True
+            input_ids=tokens[:, None], position_ids=position_ids, use_cache=True, **cache_kwargs(self.model, cache)
         )
         new_state = TransformerState(
-            cache=out.past_key_values, length=state.length + 1, batch_size=state.batch_size
+            cache=output_cache(out), length=state.length + 1, batch_size=state.batch_size
         )
         return out.logits[:, -1].float(), new_state
 
@@ -390,8 +409,8 @@ class TransformerGenerator(Generator):
         cache = DynamicCache(config=self.model.config)
         # Sliding-window layers would otherwise drop positions that ``PrefixStates.state(t)`` needs to crop back to.
         cache.activate_past_recording()
-        out = self.model(input_ids=inputs, past_key_values=cache, use_cache=True)
-        return PrefixStates(inputs, out.logits.float(), out.past_key_values)
+        out = self.model(input_ids=inputs, use_cache=True, **cache_kwargs(self.model, cache))
+        return PrefixStates(inputs, out.logits.float(), output_cache(out))
 
     def _check_positions(self, length: int) -> None:
         limit = self.max_positions
