@@ -369,7 +369,10 @@ class TransformerGenerator(Generator):
         cache = None if state.cache is None else _fork_cache(state.cache)
         position_ids = torch.full((tokens.shape[0], 1), state.length, dtype=torch.long, device=tokens.device)
         out = self.model(
-            input_ids=tokens[:, None], position_ids=position_ids, use_cache=True, **cache_kwargs(self.model, cache)
+            input_ids=tokens[:, None],
+            position_ids=position_ids,
+            use_cache=True,
+            **cache_kwargs(self.model, cache),
         )
         new_state = TransformerState(
             cache=output_cache(out), length=state.length + 1, batch_size=state.batch_size
