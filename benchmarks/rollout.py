@@ -14,18 +14,20 @@ baseline that already shares one of the engine's speed-ups; ``speedup_vs_naive_d
 rollouts, so it is timed on ``--naive-rollouts`` of the R rollouts and scaled by R (the output says so). Both
 sides add the same policy-gradient step.
 
-Settings (TextGAN-PyTorch COCO): batch 64, vocabulary 4,661, R = 16, generator embedding / hidden 32 (LSTM) or a
-GPT-2 with n_layer 2, n_head 4, n_embd 128 (``TransformerGenerator.from_config``), discriminator embedding 64,
-filters 2, 3, 4, 5 x 300 with highway; lengths 20 and 37. Models have random weights: EOS has probability about
+Settings (TextGAN-PyTorch COCO): batch 64, vocabulary 4,661, R = 16, generator embedding / hidden 32 -- an LSTM
+(``lstm``) or a GPT-2 with n_layer 2, n_head 4, n_embd 32 (``transformer``, ``TransformerGenerator.from_config``)
+--, discriminator embedding 64, filters 2, 3, 4, 5 x 300 with highway; lengths 20 and 37. ``transformer_wide`` is
+the same GPT-2 at n_embd 128 (four times the width, sixteen times the block FLOPs), reported beside it. Models have random weights: EOS has probability about
 1/4,661 per step, so almost every sequence and completion runs to the maximum length -- the worst case for the
 rollout (all ``B * (T - 1) * R`` completions needed).
 
 FLOPs (analytic, multiply-add = 2): discriminator ``sum_k 2 k E n_k T`` (convolutions) ``+ 4 F^2``
 (highway) ``+ 2 F`` per scored sequence, times the sequences scored; generator per decoded row-step: LSTM
-``8 H (E + H) + 2 H V``; transformer ``24 d^2`` per layer ``+ 4 d L_ctx`` attention ``+ 2 d V``. The engine's
+``8 H (E + H) + 2 H V``; transformer (width ``d``) ``24 d^2`` per layer ``+ 4 d L_ctx`` attention ``+ 2 d V``. The engine's
 GFLOP/s uses these dense-equivalent FLOPs (its discriminator reuses prefix windows, so it performs fewer).
 
-Usage: ``python benchmarks/rollout.py [--quick] [--threads 2] [--naive-rollouts 1] [--kinds lstm transformer]``.
+Usage: ``python benchmarks/rollout.py [--quick] [--threads 2] [--naive-rollouts 1]
+[--kinds lstm transformer transformer_wide]``.
 The last output line is a JSON object with the speedups and the underlying seconds.
 """
 
@@ -60,6 +62,9 @@ from seqgan.sampling import draw, sample  # noqa: E402
 PAD, BOS, EOS = 0, 1, 2
 
 
+WIDTH = {"transformer": 32, "transformer_wide": 128}  # GPT-2 n_embd per benchmarked kind
+
+
 def build(kind: str, vocab: int, max_len: int):
     """Generator (random weights, eval-mode sampling) and CNN discriminator at the COCO settings."""
     if kind == "lstm":
@@ -68,7 +73,7 @@ def build(kind: str, vocab: int, max_len: int):
         from seqgan.models.transformer import TransformerGenerator
 
         gen = TransformerGenerator.from_config(
-            vocab, max_len, PAD, BOS, EOS, n_layer=2, n_head=4, n_embd=128, dropout=0.0
+            vocab, max_len, PAD, BOS, EOS, n_layer=2, n_head=4, n_embd=WIDTH[kind], dropout=0.0
         )
     disc = CNNDiscriminator(
         vocab, embed_dim=64, filter_sizes=(2, 3, 4, 5), num_filters=(300,) * 4, pad_id=PAD
@@ -148,7 +153,7 @@ def disc_flops(seq_len: int, embed: int = 64, widths=(2, 3, 4, 5), filters: int 
 def gen_step_flops(kind: str, vocab: int, context: float) -> float:
     if kind == "lstm":
         return 8 * 32 * (32 + 32) + 2 * 32 * vocab
-    d = 128
+    d = WIDTH[kind]
     return 2 * (24 * d * d + 4 * d * context) + 2 * d * vocab
 
 
@@ -236,7 +241,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--naive-rollouts", type=int, default=1, help="rollouts the baseline is timed on")
     parser.add_argument(
-        "--kinds", nargs="+", default=["lstm", "transformer"], choices=["lstm", "transformer"]
+        "--kinds",
+        nargs="+",
+        default=["lstm", "transformer", "transformer_wide"],
+        choices=["lstm", "transformer", "transformer_wide"],
     )
     parser.add_argument("--lengths", nargs="+", type=int, default=[20, 37])
     args = parser.parse_args()
@@ -251,7 +259,7 @@ def main() -> None:
     )
     results = []
     header = (
-        f"{'generator':<12}{'T':>4}{'mean len':>9}{'decode s':>9}{'score s':>8}{'engine s':>9}{'pg s':>6}"
+        f"{'generator':<17}{'T':>4}{'mean len':>9}{'decode s':>9}{'score s':>8}{'engine s':>9}{'pg s':>6}"
         f"{'update s':>9}{'naive s':>9}{'speedup':>8}{'multin s':>9}{'speedup':>8}{'GFLOP/s':>8}{'reward':>8}"
         f"{'naive':>8}"
     )
@@ -262,7 +270,7 @@ def main() -> None:
             res = run_case(kind, seq_len, args)
             results.append(res)
             print(
-                f"{kind:<12}{seq_len:>4}{res['mean_len']:>9.1f}{res['decode_s']:>9.2f}{res['score_s']:>8.2f}"
+                f"{kind:<17}{seq_len:>4}{res['mean_len']:>9.1f}{res['decode_s']:>9.2f}{res['score_s']:>8.2f}"
                 f"{res['engine_s']:>9.2f}{res['pg_s']:>6.2f}{res['ours_update_s']:>9.2f}"
                 f"{res['naive_update_s']:>9.2f}{res['speedup']:>7.1f}x{res['naive_multinomial_update_s']:>9.2f}"
                 f"{res['speedup_vs_multinomial']:>7.1f}x{res['gflops']:>8.1f}"
