@@ -1,15 +1,17 @@
 #!/usr/bin/env python
 """Wall time of one SeqGAN adversarial epoch at TextGAN-PyTorch's COCO settings, phase by phase.
 
-    python benchmarks/epoch.py [--checkpoint runs/coco_lstm/pretrain.pt] [--quick] [--threads 2]
+    python benchmarks/epoch.py [--checkpoint runs/coco_lstm/pretrain.pt] [--quick] [--threads 2] [--precision bf16]
 
 One epoch = one generator update (batch 64, R = 16 rollouts, rewards + policy-gradient step), then
 4 x (sample 10,000 negatives + 2 discriminator epochs on them against 10,000 real captions), then the
 evaluation (10,000 samples: BLEU-2..5 against the 10,000 test captions, Self-BLEU-2..5, NLL_test). Generator
 embedding/hidden 32, vocabulary 4,663 (COCO, nltk tokens), length 37, discriminator filters 2-5 x 300 with
 embedding 64. The models come from an MLE checkpoint when given (realistic sample lengths); otherwise a
-fresh generator is MLE-trained for two epochs first (not timed). TextGAN-PyTorch measured 659 s for the same
-epoch on this 2-core machine. The last line is one JSON object.
+fresh generator is MLE-trained for two epochs first (not timed). ``--precision bf16`` runs the generator update,
+the sampling and the discriminator epochs under bfloat16 autocast, as ``precision: bf16`` does in the recipes
+(rollout rewards stay fp32; the evaluation runs in fp32). TextGAN-PyTorch measured 659 s for the same epoch on
+this 2-core machine. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def main(argv=None) -> dict:
     p.add_argument("--checkpoint", help="an MLE checkpoint of the coco_lstm config")
     p.add_argument("--quick", action="store_true", help="scaled-down smoke run (1/10 of every count)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--precision", choices=["fp32", "bf16"], default="fp32", help="autocast of the training phases"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -40,7 +45,7 @@ def main(argv=None) -> dict:
     from seqgan.metrics.evaluator import Evaluator
     from seqgan.sampling import sample
     from seqgan.trainers import PolicyGradientConfig, PolicyGradientTrainer
-    from seqgan.training import discriminator_epochs, load_run, mle_step, new_models, prepare_data
+    from seqgan.training import autocast, discriminator_epochs, load_run, mle_step, new_models, prepare_data
     from seqgan.utils import seed_everything
 
     scale = 10 if args.quick else 1
@@ -68,19 +73,20 @@ def main(argv=None) -> dict:
 
     phases: dict[str, float] = {"generator_update_s": 0.0, "sample_negatives_s": 0.0, "discriminator_s": 0.0}
     t_epoch = time.perf_counter()
-    t0 = time.perf_counter()
-    g_metrics = trainer.generator_step()
-    phases["generator_update_s"] = time.perf_counter() - t0
-    for _ in range(rounds):
+    with autocast(args.precision, "cpu"):
         t0 = time.perf_counter()
-        fake = sample(gen, num_neg, 37, rng=srng, batch_size=2048).tokens
-        phases["sample_negatives_s"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        real = train[torch.randperm(len(train), generator=rng)[:num_neg]]
-        d_metrics = discriminator_epochs(
-            disc, trainer.d_optimizer, real, fake, d_epochs, 64, rng, by_length=pg_cfg.d_batch_by_length
-        )
-        phases["discriminator_s"] += time.perf_counter() - t0
+        g_metrics = trainer.generator_step()
+        phases["generator_update_s"] = time.perf_counter() - t0
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            fake = sample(gen, num_neg, 37, rng=srng, batch_size=2048).tokens
+            phases["sample_negatives_s"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            real = train[torch.randperm(len(train), generator=rng)[:num_neg]]
+            d_metrics = discriminator_epochs(
+                disc, trainer.d_optimizer, real, fake, d_epochs, 64, rng, by_length=pg_cfg.d_batch_by_length
+            )
+            phases["discriminator_s"] += time.perf_counter() - t0
     t0 = time.perf_counter()
     metrics, _ = ev.evaluate(gen, num_eval, 37, seed=0)
     phases["evaluation_s"] = time.perf_counter() - t0
@@ -89,7 +95,7 @@ def main(argv=None) -> dict:
     d_epoch_s = phases["discriminator_s"] / (rounds * d_epochs)
     print(
         f"one adversarial epoch ({'quick, 1/10 counts' if args.quick else 'full TextGAN-PyTorch COCO settings'}, "
-        f"{args.threads} threads):"
+        f"{args.threads} threads, {args.precision}):"
     )
     for k, v in phases.items():
         print(f"  {k:22s} {v:8.2f} s")
@@ -109,6 +115,10 @@ def main(argv=None) -> dict:
         "speedup_vs_textgan": TEXTGAN_EPOCH_S / epoch_s,
         "quick": args.quick,
         "threads": args.threads,
+        "precision": args.precision,
+        "bleu4": metrics["bleu4"],
+        "nll_test": metrics["nll_test"],
+        "d_acc_fake": d_metrics["discriminator/acc_fake"],
     }
     print(json.dumps(result))
     return result
