@@ -82,11 +82,16 @@ def prepare_data(cfg: Config, tokenizer: Tokenizer | None = None) -> PreparedDat
 
 
 def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
-    """The autocast context of ``precision`` (``"bf16"``: bfloat16 autocast on ``device``; ``"fp32"``: none)."""
+    """The autocast context of ``precision`` (``"bf16"``: bfloat16 autocast on ``device``; ``"fp32"``: none).
+
+    The context may span many optimizer steps (a whole adversarial epoch), so autocast's cache of lower-precision
+    weight copies is off: with it, every forward inside the context would reuse the copies made before the
+    first update, and training would follow stale weights.
+    """
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "bf16":
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, cache_enabled=False)
     raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
 
 

@@ -359,3 +359,26 @@ def test_autocast_contexts():
         assert (x @ x.T).dtype == torch.float32
     with pytest.raises(ValueError, match="precision"):
         autocast("fp16", "cpu")
+
+
+def test_bf16_steps_inside_one_autocast_context_see_the_updated_weights():
+    """A recipe keeps one bf16 context over many optimizer steps (a whole epoch): each forward must use the
+    weights as updated so far, exactly as if every step had its own context."""
+    from seqgan.models.discriminator import CNNDiscriminator
+    from seqgan.training import autocast, discriminator_step
+
+    torch.manual_seed(0)
+    d = CNNDiscriminator(30, embed_dim=8, filter_sizes=(2, 3), num_filters=(16, 16), dropout=0.0, pad_id=0)
+    twin = CNNDiscriminator(30, embed_dim=8, filter_sizes=(2, 3), num_filters=(16, 16), dropout=0.0, pad_id=0)
+    twin.load_state_dict(d.state_dict())
+    real, fake = torch.randint(3, 30, (16, 7)), torch.randint(3, 30, (16, 7))
+    opt = torch.optim.SGD(d.parameters(), lr=0.5)
+    twin_opt = torch.optim.SGD(twin.parameters(), lr=0.5)
+    with autocast("bf16", "cpu"):
+        one_context = [discriminator_step(d, opt, real, fake)["discriminator/loss"] for _ in range(4)]
+    per_step = []
+    for _ in range(4):
+        with autocast("bf16", "cpu"):
+            per_step.append(discriminator_step(twin, twin_opt, real, fake)["discriminator/loss"])
+    assert one_context == per_step
+    assert per_step[-1] < per_step[0] - 0.05  # the steps do change the weights (a stale copy would not)
