@@ -460,6 +460,8 @@ class _SlotTransformerDecoder(_Decoder):
         pool = state.pool
         if tokens.shape[0] != pool.n:
             raise ValueError(f"expected {pool.n} tokens, got {tokens.shape[0]}")
+        if getattr(self, "_attn", None) is None:
+            raise RuntimeError("decode inside `with decoder:` (it installs the masked slot attention)")
         n = pool.n
         positions = torch.full((n, 1), pool.length, dtype=torch.long, device=tokens.device)
         _SLOT_CONTEXT.mask = pool.mask()

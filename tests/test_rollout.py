@@ -523,3 +523,5 @@ def test_slot_decoder_matches_step_across_joins_compaction_and_reused_slots():
         inside = gen(inputs)
     assert gen.model.config._attn_implementation == attn
     torch.testing.assert_close(inside, gen(inputs), rtol=1e-5, atol=1e-5)
+    with pytest.raises(RuntimeError, match="inside `with decoder:`"):  # unmasked slots would be attended
+        decoder.step(torch.full((2,), 3), decoder.init(2, capacity=4, seq_len=8))
