@@ -70,7 +70,7 @@ def _fork_cache(cache: Cache) -> Cache:
 
 
 def cache_kwargs(model: torch.nn.Module, cache: Cache | None) -> dict:
-    """The keyword that passes a KV cache to ``model``'s forward: ``cache`` (transformers >= 5.25) or
+    """The keyword that passes a KV cache to ``model``'s forward: ``cache`` (transformers >= 5.24) or
     ``past_key_values`` (earlier 5.x releases)."""
     return {_cache_arg(type(model)): cache}
 
@@ -81,7 +81,7 @@ def _cache_arg(model_class: type) -> str:
 
 
 def output_cache(out: Any) -> Cache:
-    """The KV cache of a model output (``cache``, or ``past_key_values`` before transformers 5.25)."""
+    """The KV cache of a model output (``cache``, or ``past_key_values`` before transformers 5.24)."""
     cache = getattr(out, "cache", None) if "cache" in getattr(out, "__dataclass_fields__", {}) else None
     return cache if cache is not None else out.past_key_values
 
