@@ -182,3 +182,24 @@ def test_gradients_reach_all_parameters(inputs: torch.Tensor) -> None:
 def test_too_long_inputs_rejected(gen: TransformerGenerator) -> None:
     with pytest.raises(ValueError, match="positions"):
         gen(make_inputs(length=MAX_LEN + 2))
+
+
+def test_right_padding_raises_no_hf_padding_warning(monkeypatch):
+    """Padding after EOS is harmless under causal attention: HF's 'input_ids may be padded' check is off for the
+    wrapped model (a bare HF model still runs it)."""
+    import transformers.modeling_utils as mu
+
+    calls = []
+    monkeypatch.setattr(mu.logger, "warning_once", lambda msg, *a, **k: calls.append(msg))
+    monkeypatch.setattr(mu.logger, "warning", lambda msg, *a, **k: calls.append(msg))
+    g = make_generator()
+    inputs = make_inputs()
+    inputs[:, -2:] = g.pad_id  # right padding in the last column
+    g(inputs)
+    g.prefix_states(inputs)
+    assert not [m for m in calls if "attention_mask" in str(m)]
+    bare = make_generator().model
+    for module in bare.modules():  # undo the wrapper's override on a fresh model: HF warns
+        module.__dict__.pop("warn_if_padding_and_no_attention_mask", None)
+    bare(input_ids=inputs)
+    assert [m for m in calls if "attention_mask" in str(m)]

@@ -86,6 +86,10 @@ def output_cache(out: Any) -> Cache:
     return cache if cache is not None else out.past_key_values
 
 
+def _no_padding_warning(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    return None
+
+
 def _plain(value: Any) -> Any:
     """Reduces a config value to str/int/float/bool/None/list/dict (anything else becomes its ``str``)."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -159,6 +163,12 @@ class TransformerGenerator(Generator):
     def __init__(self, model: PreTrainedModel, pad_id: int, bos_id: int, eos_id: int | None) -> None:
         super().__init__()
         self.model = model
+        # Inputs are right-padded after EOS and attention is causal, so padding never reaches a real position and
+        # no attention mask is passed; HF's "input_ids may be padded" warning (and its per-call host sync) would
+        # only mislead.
+        for module in model.modules():
+            if isinstance(module, PreTrainedModel):
+                module.warn_if_padding_and_no_attention_mask = _no_padding_warning
         self.pad_id = int(pad_id)
         self.bos_id = int(bos_id)
         self.eos_id = None if eos_id is None else int(eos_id)
