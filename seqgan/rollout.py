@@ -465,22 +465,24 @@ class _SlotTransformerDecoder(_Decoder):
         n = pool.n
         positions = torch.full((n, 1), pool.length, dtype=torch.long, device=tokens.device)
         _SLOT_CONTEXT.mask = pool.mask()
-        feats = None
-        for lo in range(0, n, self.row_block):  # row blocks keep the activations in cache
-            pool.lo, pool.hi = lo, min(n, lo + self.row_block)
-            out = self.base(
-                input_ids=tokens[pool.lo : pool.hi, None],
-                position_ids=positions[pool.lo : pool.hi],
-                use_cache=True,
-                **self.cache_arg(state.cache),
-            ).last_hidden_state[:, -1]
-            if feats is None:
-                if pool.hi == n:
-                    feats = out
-                    break
-                feats = out.new_empty(n, out.shape[1])
-            feats[pool.lo : pool.hi] = out
-        _SLOT_CONTEXT.mask = None
+        try:
+            feats = None
+            for lo in range(0, n, self.row_block):  # row blocks keep the activations in cache
+                pool.lo, pool.hi = lo, min(n, lo + self.row_block)
+                out = self.base(
+                    input_ids=tokens[pool.lo : pool.hi, None],
+                    position_ids=positions[pool.lo : pool.hi],
+                    use_cache=True,
+                    **self.cache_arg(state.cache),
+                ).last_hidden_state[:, -1]
+                if feats is None:
+                    if pool.hi == n:
+                        feats = out
+                        break
+                    feats = out.new_empty(n, out.shape[1])
+                feats[pool.lo : pool.hi] = out
+        finally:
+            _SLOT_CONTEXT.mask = None
         pool.length += 1
         return feats, state
 
