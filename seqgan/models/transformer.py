@@ -82,7 +82,7 @@ def _cache_arg(model_class: type) -> str:
 
 def output_cache(out: Any) -> Cache:
     """The KV cache of a model output (``cache``, or ``past_key_values`` before transformers 5.24)."""
-    cache = getattr(out, "cache", None) if "cache" in getattr(out, "__dataclass_fields__", {}) else None
+    cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
 
 
