@@ -289,10 +289,9 @@ class _SlotPool:
             raise RuntimeError(f"rollout KV slots overflow ({n} > {self.capacity} rows)")
         self.n, self.length = n, 0
 
-    def mask(self) -> torch.Tensor:
-        """``(1, 1, 1, max_len)``: True at the positions a query at position ``length`` attends to."""
-        if self._positions is None:
-            device = next((k.device for k in self.keys if k is not None), torch.device("cpu"))
+    def mask(self, device: torch.device) -> torch.Tensor:
+        """``(1, 1, 1, max_len)`` on ``device``: True at the positions a query at position ``length`` attends to."""
+        if self._positions is None or self._positions.device != device:
             self._positions = torch.arange(self.max_len, device=device)
         return (self._positions <= self.length).view(1, 1, 1, -1)
 
@@ -464,7 +463,7 @@ class _SlotTransformerDecoder(_Decoder):
             raise RuntimeError("decode inside `with decoder:` (it installs the masked slot attention)")
         n = pool.n
         positions = torch.full((n, 1), pool.length, dtype=torch.long, device=tokens.device)
-        _SLOT_CONTEXT.mask = pool.mask()
+        _SLOT_CONTEXT.mask = pool.mask(tokens.device)
         try:
             feats = None
             for lo in range(0, n, self.row_block):  # row blocks keep the activations in cache

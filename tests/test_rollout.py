@@ -525,3 +525,18 @@ def test_slot_decoder_matches_step_across_joins_compaction_and_reused_slots():
     torch.testing.assert_close(inside, gen(inputs), rtol=1e-5, atol=1e-5)
     with pytest.raises(RuntimeError, match="inside `with decoder:`"):  # unmasked slots would be attended
         decoder.step(torch.full((2,), 3), decoder.init(2, capacity=4, seq_len=8))
+
+
+def test_slot_pool_mask_marks_filled_positions_on_the_decoding_device():
+    """The attention mask admits positions ``0..length`` and lives on the tokens' device, even before the first
+    key / value write has allocated the slots (a mask left on the CPU would break, and silently disable, the
+    fast path on an accelerator)."""
+    from seqgan.rollout import _SlotPool
+
+    pool = _SlotPool(num_layers=2, capacity=4, max_len=6)
+    pool.reset(3)
+    assert pool.mask(torch.device("cpu")).flatten().tolist() == [True] + [False] * 5
+    pool.length = 2
+    assert pool.mask(torch.device("cpu")).flatten().tolist() == [True] * 3 + [False] * 3
+    meta = pool.mask(torch.device("meta"))
+    assert meta.device.type == "meta" and meta.shape == (1, 1, 1, 6)
