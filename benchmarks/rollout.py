@@ -243,8 +243,8 @@ def main() -> None:
     parser.add_argument(
         "--kinds",
         nargs="+",
-        default=["lstm", "transformer", "transformer_wide"],
-        choices=["lstm", "transformer", "transformer_wide"],
+        default=["lstm", *WIDTH],
+        choices=["lstm", *WIDTH],
     )
     parser.add_argument("--lengths", nargs="+", type=int, default=[20, 37])
     args = parser.parse_args()

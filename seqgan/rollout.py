@@ -410,6 +410,8 @@ class _SlotTransformerDecoder(_Decoder):
         width = int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0) or 128)
         self.row_block = max(256, _ACTIVATION_ELEMENTS // (4 * width))  # MLP activations of a block: 4 MiB
         self._pool: _SlotPool | None = None
+        self._attn: str | None = None  # the model's attention implementation while the context is open
+        self._swapped: list[tuple[nn.Module, str, nn.Module]] = []  # GELU modules replaced while it is open
         from seqgan.models.transformer import cache_kwargs
 
         self.cache_arg = functools.partial(cache_kwargs, base)
@@ -459,7 +461,7 @@ class _SlotTransformerDecoder(_Decoder):
         pool = state.pool
         if tokens.shape[0] != pool.n:
             raise ValueError(f"expected {pool.n} tokens, got {tokens.shape[0]}")
-        if getattr(self, "_attn", None) is None:
+        if self._attn is None:
             raise RuntimeError("decode inside `with decoder:` (it installs the masked slot attention)")
         n = pool.n
         positions = torch.full((n, 1), pool.length, dtype=torch.long, device=tokens.device)
@@ -511,10 +513,10 @@ class _SlotTransformerDecoder(_Decoder):
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for module, name, child in getattr(self, "_swapped", []):
+        for module, name, child in self._swapped:
             setattr(module, name, child)
         self._swapped = []
-        if getattr(self, "_attn", None) is not None:
+        if self._attn is not None:
             self.g.model.set_attn_implementation(self._attn)
             self._attn = None
         self._pool = None  # the slots are freed with the decoder's last use
