@@ -1,7 +1,8 @@
 """Benchmark one SeqGAN generator update (Monte-Carlo rollout rewards + policy-gradient step), fp32 on CPU.
 
 Engine: :class:`seqgan.rollout.MonteCarloRollout` (one pass over the sample for all prefix states, every
-completion of every prefix decoded as one batch, discriminator scored in large batches).
+completion of every prefix decoded as one batch, discriminator scored in large batches), with ``parallel=True``:
+the two halves of the batch (``parts=2``) are decoded and scored at once, one torch thread each.
 
 Baseline: the straightforward loop of TextGAN-PyTorch's ``ROLLOUT.get_reward`` written here with the same models
 and the same sampling: for each rollout r and each prefix length t, re-run the prefix from scratch with one
@@ -36,28 +37,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
 # Idle OpenMP threads sleep instead of spinning: on a machine shared with other jobs a spinning thread keeps the
 # core its descheduled partner needs, and every parallel kernel then waits a scheduler time slice (10x slower
 # runs, for the engine and the baseline alike). Must be set before torch starts OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from seqgan.data.datasets import sequence_mask  # noqa: E402
-from seqgan.losses import policy_gradient_loss  # noqa: E402
-from seqgan.models.discriminator import CNNDiscriminator  # noqa: E402
-from seqgan.models.lstm import LSTMGenerator  # noqa: E402
-from seqgan.rollout import MonteCarloRollout  # noqa: E402
-from seqgan.sampling import draw, sample  # noqa: E402
+from seqgan.data.datasets import sequence_mask
+from seqgan.decoding import draw
+from seqgan.losses import policy_gradient_loss
+from seqgan.models.discriminator import CNNDiscriminator
+from seqgan.models.lstm import LSTMGenerator
+from seqgan.rollout import MonteCarloRollout
+from seqgan.sampling import sample
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -182,7 +178,8 @@ def run_case(kind: str, seq_len: int, args) -> dict:
     opt = torch.optim.Adam(gen.parameters(), lr=1e-2)
     tokens = sample(gen, args.batch, seq_len, rng=torch.Generator().manual_seed(1)).tokens
     lengths = sequence_mask(tokens, gen.eos_id).sum(1)
-    rollout = MonteCarloRollout(gen, update_rate=0.0)
+    # the two halves of the batch (parts=2) decode and score concurrently, one torch thread each
+    rollout = MonteCarloRollout(gen, update_rate=0.0, parts=2, parallel=True)
     r = args.rollouts
 
     # warm-up (allocator, one-time checks) on a small slice

@@ -1,8 +1,11 @@
-"""Sampling from any generator: temperature, top-k, top-p (nucleus), stop at EOS.
+"""Sampling whole sequences from any generator: temperature, top-k, top-p (nucleus), stop at EOS.
 
-Tokens are drawn by inverse-CDF sampling (one uniform number per row, ``searchsorted`` over the cumulative
-probabilities): it draws from exactly the same distribution as ``torch.multinomial`` and is much cheaper on CPU,
-where ``multinomial`` draws one random number per vocabulary entry.
+:func:`sample` returns :class:`Samples` (tokens, the log-probability of each drawn token, the mask of real
+tokens). Tokens are drawn by inverse-CDF sampling (one uniform number per row, ``searchsorted`` over the
+cumulative probabilities; see :func:`seqgan.decoding.draw`): the same distribution as ``torch.multinomial``, much
+cheaper on CPU. Without top-k / top-p filtering, on the CPU, a generator with a fused decoder
+(:func:`seqgan.decoding.make_decoder`: LSTM, transformer) is decoded through it, finished rows leaving the batch;
+otherwise through ``step`` with the filtering of :func:`seqgan.decoding.filter_logits`.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from seqgan.decoding import Decoder, filter_logits, make_decoder
 from seqgan.models.base import Generator
+
+__all__ = ["Samples", "sample"]
 
 
 @dataclass
@@ -35,41 +40,6 @@ class Samples:
         return self.mask.sum(dim=1)
 
 
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Sets logits outside the top-k / nucleus to -inf.
-
-    Args:
-        logits: ``(B, V)``.
-        top_k: keep the k largest (0 keeps all).
-        top_p: keep the smallest set of most likely tokens whose probability reaches top_p (1.0 keeps all);
-            the most likely token is always kept.
-    Returns:
-        ``(B, V)`` filtered logits.
-    """
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        remove = cum - sorted_logits.softmax(dim=-1) >= top_p  # mass before this token already reaches top_p
-        remove[:, 0] = False
-        logits = logits.masked_fill(remove.scatter(1, order, remove), float("-inf"))
-    return logits
-
-
-def draw(probs: torch.Tensor, rng: torch.Generator | None = None) -> torch.Tensor:
-    """One index per row of ``(B, V)`` probabilities by inverse-CDF sampling -> ``(B,)`` long."""
-    cdf = probs.cumsum(dim=-1)
-    u = torch.rand(probs.shape[0], 1, device=probs.device, generator=rng, dtype=cdf.dtype) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=probs.shape[-1] - 1)
-
-
-def sampling_log_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """``(B, V)`` logits -> log-probabilities of the sampling distribution."""
-    return F.log_softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
-
-
 @torch.no_grad()
 def sample(
     generator: Generator,
@@ -87,7 +57,7 @@ def sample(
         generator: any :class:`~seqgan.models.base.Generator`.
         num: number of sequences.
         max_len: maximum tokens per sequence (EOS included when it is drawn).
-        temperature, top_k, top_p: sampling distribution (see :func:`filter_logits`).
+        temperature, top_k, top_p: sampling distribution (see :func:`seqgan.decoding.filter_logits`).
         rng: a ``torch.Generator`` on the generator's device for reproducible draws (global RNG when None).
         batch_size: rows decoded at once (all at once when None).
     Returns:
@@ -113,18 +83,18 @@ def sample(
     return Samples(*(torch.cat([getattr(c, f) for c in chunks]) for f in ("tokens", "log_probs", "mask")))
 
 
-def _fast_decoder(generator: Generator, temperature: float, top_k: int, top_p: float):
-    """The rollout engine's fused decoder (output projection fused with the draw) when it applies: a plain
-    LSTM or transformer generator on the CPU, no top-k / top-p filtering. None otherwise."""
+def _fast_decoder(generator: Generator, temperature: float, top_k: int, top_p: float) -> Decoder | None:
+    """The fused decoder (output projection fused with the draw) when it applies: a generator with a fast path
+    (plain LSTM or transformer) on the CPU, no top-k / top-p filtering. None otherwise."""
     if top_k or top_p < 1.0 or generator.device.type != "cpu":
         return None
-    from seqgan.rollout import make_decoder  # the rollout engine builds on this module
-
     decoder = make_decoder(generator, temperature)
-    return decoder if hasattr(decoder.sampler, "draw_with_log_probs") else None
+    return decoder if decoder.fused else None
 
 
-def _sample_batch_fused(generator, decoder, num, max_len, rng) -> Samples:
+def _sample_batch_fused(
+    generator: Generator, decoder: Decoder, num: int, max_len: int, rng: torch.Generator | None
+) -> Samples:
     """:func:`_sample_batch` through a fused decoder: same distribution, finished rows leave the batch."""
     device = generator.device
     tokens = torch.full((num, max_len), generator.pad_id, dtype=torch.long, device=device)

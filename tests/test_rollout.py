@@ -7,10 +7,11 @@ import torch
 from torch import nn
 
 from seqgan.data.datasets import sequence_mask
+from seqgan.decoding import FusedSampler, LSTMDecoder, StepDecoder, draw, make_decoder
+from seqgan.models.cnn_scorer import CNNScorer
 from seqgan.models.discriminator import CNNDiscriminator
 from seqgan.models.lstm import LSTMGenerator
-from seqgan.rollout import MonteCarloRollout, _CNNScorer, _FusedSampler, make_decoder
-from seqgan.sampling import draw
+from seqgan.rollout import MonteCarloRollout
 
 VOCAB, PAD, BOS, EOS = 12, 0, 1, 2
 KINDS = ["lstm", "transformer"]
@@ -257,7 +258,7 @@ def test_fast_and_generic_paths_agree(kind):
     """Fused decoder / CNN scorer vs the plain ``step`` / ``discriminator(ids)`` paths, same RNG: identical draws up
     to float rounding at CDF boundaries."""
     gen = make_generator(kind)
-    assert type(make_decoder(gen, 1.0, True)).__name__ != "_StepDecoder"
+    assert make_decoder(gen, 1.0, True).fused
     tokens = hand_tokens()
     disc = CNNDiscriminator(VOCAB, embed_dim=8, filter_sizes=(2, 3, 4), num_filters=(6, 5, 4), pad_id=PAD)
     fast = MonteCarloRollout(gen, update_rate=0.0, fast=True)(tokens, disc, 500, rng=rng(8))
@@ -279,7 +280,7 @@ def test_cnn_scorer_is_exact():
     seqs = torch.where(col[None, :] < t[:, None], tokens[b], seqs)
     seqs[2, 6:] = PAD
     with torch.no_grad():
-        scorer = _CNNScorer(disc, tokens)
+        scorer = CNNScorer(disc, tokens)
         torch.testing.assert_close(scorer(seqs, b, t), disc(seqs), rtol=1e-5, atol=1e-5)
 
 
@@ -288,7 +289,7 @@ def test_fused_sampler_distribution():
     vocab, hidden = 150, 6  # 3 blocks of 64, the last one padded
     weight, bias = torch.randn(vocab, hidden), torch.randn(vocab)
     x = torch.randn(1, hidden)
-    sampler = _FusedSampler(weight, bias, temperature=0.7, banned=[0, 1])
+    sampler = FusedSampler(weight, bias, temperature=0.7, banned=[0, 1])
     draws = sampler(x.expand(20000, hidden), 1, rng(9)).squeeze(1)
     probs = torch.softmax((x @ weight.T + bias)[0] / 0.7, dim=0)
     probs[:2] = 0.0
@@ -297,7 +298,7 @@ def test_fused_sampler_distribution():
     assert int(draws.max()) < vocab and not bool(((draws == 0) | (draws == 1)).any())
     assert float((freq - probs).abs().sum()) < 0.08  # total variation, sampling noise ~0.03
     # overflowing logits (beyond float32 exp range) fall back to the shifted computation
-    big = _FusedSampler(weight * 500.0, bias, temperature=1.0, banned=[])
+    big = FusedSampler(weight * 500.0, bias, temperature=1.0, banned=[])
     out = big(x, 5, rng(10))
     assert torch.all(out == torch.argmax(x @ weight.T * 500.0 + bias, dim=1)[:, None])
 
@@ -430,7 +431,7 @@ def test_parts_run_concurrently_with_the_same_draws_for_any_thread_count(kind):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        two = MonteCarloRollout(gen, update_rate=0.0, parts=2)(tokens, disc, 400, rng=rng(16))
+        two = MonteCarloRollout(gen, update_rate=0.0, parts=2, parallel=True)(tokens, disc, 400, rng=rng(16))
         assert torch.get_num_threads() == 2  # restored after the parallel section
         torch.set_num_threads(1)
         one = MonteCarloRollout(gen, update_rate=0.0, parts=2)(tokens, disc, 400, rng=rng(16))
@@ -442,11 +443,51 @@ def test_parts_run_concurrently_with_the_same_draws_for_any_thread_count(kind):
     torch.testing.assert_close(one, single, rtol=0, atol=0.08)  # same expectation (R = 400)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_parallel_parts_give_bit_identical_rewards_and_leave_the_thread_count_alone(kind):
+    """``parallel=True`` decodes the parts on a thread pool (torch switched to one thread meanwhile),
+    ``parallel=False`` in turn: the same rewards bit for bit, and the caller's thread count afterwards."""
+    gen = make_generator(kind, seed=9)
+    tokens = hand_tokens()
+    disc = CNNDiscriminator(VOCAB, embed_dim=8, filter_sizes=(2, 3), num_filters=(6, 5), pad_id=PAD)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        rewards = {}
+        for parallel in (True, False):
+            rollout = MonteCarloRollout(gen, update_rate=0.0, parts=2, parallel=parallel)
+            rewards[parallel] = rollout(tokens, disc, 16, rng=rng(21))
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(rewards[True], rewards[False])
+    assert MonteCarloRollout(gen).parallel is False  # the library leaves process-wide state alone by default
+
+
+def test_fast_decoder_only_for_generators_that_keep_the_decoding_methods():
+    """A subclass that overrides ``step`` (or ``forward`` / ``init_state``) decodes through its own ``step``;
+    one that also provides ``fast_decoder`` gets that."""
+
+    class OwnStep(LSTMGenerator):
+        def step(self, tokens, state):
+            return super().step(tokens, state)
+
+    class OwnStepAndFastPath(OwnStep):
+        def fast_decoder(self, temperature):
+            return LSTMDecoder(self, temperature)
+
+    kwargs = dict(embed_dim=4, hidden_dim=4, pad_id=PAD, bos_id=BOS, eos_id=EOS)
+    assert isinstance(make_decoder(LSTMGenerator(VOCAB, **kwargs), 1.0), LSTMDecoder)
+    assert isinstance(make_decoder(LSTMGenerator(VOCAB, **kwargs), 1.0, fast=False), StepDecoder)
+    assert isinstance(make_decoder(OwnStep(VOCAB, **kwargs), 1.0), StepDecoder)
+    assert isinstance(make_decoder(OwnStepAndFastPath(VOCAB, **kwargs), 1.0), LSTMDecoder)
+
+
 def test_slot_pool_rearrange_matches_a_gather():
     """``rearrange(keep, src)``: rows ``keep`` then copies of rows ``src``, all indices in the *old* layout."""
-    from seqgan.rollout import _SlotPool
+    from seqgan.decoding.hf import SlotPool
 
-    pool = _SlotPool(num_layers=1, capacity=12, max_len=4)
+    pool = SlotPool(num_layers=1, capacity=12, max_len=4)
     pool.n, pool.lo, pool.hi = 6, 0, 6
     for pos in range(3):
         keys = torch.arange(6 * 2 * 3, dtype=torch.float32).view(6, 2, 1, 3) + 100 * pos
@@ -490,12 +531,12 @@ def test_slot_decoder_matches_step_across_joins_compaction_and_reused_slots():
     """The transformer fast path (masked attention over whole key / value slots, slots reused by the next
     chunk) gives ``generator.step``'s logits while rows join as copies, rows are dropped, and after a first
     chunk has left other keys / values in the slots; the model's attention is restored afterwards."""
-    from seqgan.rollout import _SlotTransformerDecoder
+    from seqgan.decoding.hf import SlotTransformerDecoder
 
     gen = make_generator("transformer", seed=8).eval()
     head = gen.model.get_output_embeddings()
     decoder = make_decoder(gen, 1.0)
-    assert isinstance(decoder, _SlotTransformerDecoder)
+    assert isinstance(decoder, SlotTransformerDecoder)
     attn = gen.model.config._attn_implementation
     g = rng(20)
     with torch.no_grad(), decoder:
@@ -531,9 +572,9 @@ def test_slot_pool_mask_marks_filled_positions_on_the_decoding_device():
     """The attention mask admits positions ``0..length`` and lives on the tokens' device, even before the first
     key / value write has allocated the slots (a mask left on the CPU would break, and silently disable, the
     fast path on an accelerator)."""
-    from seqgan.rollout import _SlotPool
+    from seqgan.decoding.hf import SlotPool
 
-    pool = _SlotPool(num_layers=2, capacity=4, max_len=6)
+    pool = SlotPool(num_layers=2, capacity=4, max_len=6)
     pool.reset(3)
     assert pool.mask(torch.device("cpu")).flatten().tolist() == [True] + [False] * 5
     pool.length = 2

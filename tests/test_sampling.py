@@ -1,8 +1,13 @@
+import itertools
+import subprocess
+import sys
+
 import pytest
 import torch
 
+from seqgan.decoding import draw, filter_logits
 from seqgan.models import LSTMGenerator
-from seqgan.sampling import draw, filter_logits, sample
+from seqgan.sampling import sample
 
 
 @pytest.fixture
@@ -137,3 +142,17 @@ def test_fused_and_reference_paths_draw_from_the_same_distribution(gen):
         for s in (fused, reference)
     ]
     assert (joint[0] - joint[1]).abs().max() < 0.012
+
+
+@pytest.mark.parametrize(
+    "order",
+    list(itertools.permutations(["seqgan.decoding.samplers", "seqgan.sampling", "seqgan.rollout"])),
+    ids="-".join,
+)
+def test_modules_import_in_any_order_without_transformers(order):
+    """No import cycle between the decoding engine, sampling and the rollout: each order works in a fresh
+    interpreter, and none of them imports ``transformers``."""
+    code = "; ".join(f"import {name}" for name in order)
+    code += "; import sys; assert 'transformers' not in sys.modules, 'transformers imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

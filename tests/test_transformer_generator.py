@@ -203,3 +203,41 @@ def test_right_padding_raises_no_hf_padding_warning(monkeypatch):
         module.__dict__.pop("warn_if_padding_and_no_attention_mask", None)
     bare(input_ids=inputs)
     assert [m for m in calls if "attention_mask" in str(m)]
+
+
+@pytest.mark.parametrize(
+    ("model_type", "overrides", "fast"),
+    [
+        ("gpt2", {}, True),
+        ("llama", {"num_key_value_heads": 2}, True),
+        ("qwen2", {"num_key_value_heads": 2}, True),
+        ("mistral", {"num_key_value_heads": 2, "sliding_window": None}, True),
+        ("mistral", {"num_key_value_heads": 2, "sliding_window": 4}, False),  # sliding-window cache layers
+    ],
+)
+def test_fast_decoder_coverage(model_type: str, overrides: dict, fast: bool) -> None:
+    """The slot decoder serves GPT-2, Llama, Qwen2 and Mistral-style models; a sliding-window model decodes
+    through ``step`` (``fast_decoder`` is None); the model's attention implementation is left as it was."""
+    from seqgan.decoding import StepDecoder, make_decoder
+    from seqgan.decoding.hf import SlotTransformerDecoder, attn_implementation
+
+    torch.manual_seed(0)
+    size = dict(n_layer=2, n_head=4, n_embd=32, dropout=0.0)
+    g = TransformerGenerator.from_config(
+        VOCAB, MAX_LEN, PAD, BOS, EOS, model_type=model_type, **size, **overrides
+    ).eval()
+    decoder = g.fast_decoder(1.0)
+    assert isinstance(decoder, SlotTransformerDecoder) if fast else decoder is None
+    assert isinstance(make_decoder(g, 1.0), SlotTransformerDecoder if fast else StepDecoder)
+    assert attn_implementation(g.model) == "sdpa"
+
+
+def test_unsupported_transformers_version_is_refused() -> None:
+    """The one module that touches transformers internals refuses versions outside its supported range."""
+    import subprocess
+    import sys
+
+    code = "import transformers; transformers.__version__ = '6.0.0'; import seqgan.decoding.hf"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "ImportError" in result.stderr and ">=5.0,<6" in result.stderr and "6.0.0" in result.stderr

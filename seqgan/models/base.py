@@ -7,10 +7,13 @@ the logits of ``y_1 .. y_T``. Incremental decoding starts from ``init_state(B)``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from seqgan.decoding.decoders import Decoder
 
 
 class Generator(nn.Module):
@@ -46,6 +49,20 @@ class Generator(nn.Module):
     def step(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         """Reads one token per row and returns ``((B, V) logits of the next token, new state)``."""
         raise NotImplementedError
+
+    def fast_decoder(self, temperature: float) -> Decoder | None:
+        """A fused decoding adapter for batched sampling and rollouts (:func:`seqgan.decoding.make_decoder`), or
+        None (the default) to decode through ``init_state`` / ``step`` / ``select_state``.
+
+        A subclass that overrides ``step``, ``forward`` or ``init_state`` without overriding this method does not
+        get its parent's fast decoder (it would bypass the overrides).
+
+        Args:
+            temperature: softmax temperature of the draws (``never_sample`` ids are always excluded).
+        Returns:
+            A :class:`~seqgan.decoding.decoders.Decoder` equivalent to the ``step`` path, or None.
+        """
+        return None
 
     def spec(self) -> dict:
         """A plain dict (str/int/float/bool/None/list/dict only) from which ``from_spec`` rebuilds the module."""

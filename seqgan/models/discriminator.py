@@ -116,13 +116,14 @@ class CNNDiscriminator(nn.Module):
             return None
         return (tokens != self.pad_id).sum(dim=1)
 
-    def features(self, embeds: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, T, E)`` -> ``(B, F)`` pooled, highway-transformed features.
+    def pool(self, embeds: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T, E)`` -> ``(B, F)`` max-over-time pooled convolution outputs (before the ReLU), the widths
+        concatenated.
 
-        Max-over-time pooling reads exactly the windows that start on one of the first ``lengths`` tokens (every
-        position when ``lengths`` is None), reading zeros (the padding embedding) past the end. So the output does
-        not depend on how much padding follows a sequence, and the trailing all-padding columns of a batch are
-        skipped (the speed-up on short sentences padded to ``max_len``).
+        Pooling reads exactly the windows that start on one of the first ``lengths`` tokens (every position when
+        ``lengths`` is None; at least one window), reading zeros (the padding embedding) past the end. So the
+        output does not depend on how much padding follows a sequence, and the trailing all-padding columns of a
+        batch are skipped (the speed-up on short sentences padded to ``max_len``).
         """
         if lengths is None:
             lengths = torch.full((embeds.shape[0],), embeds.shape[1], device=embeds.device)
@@ -134,12 +135,22 @@ class CNNDiscriminator(nn.Module):
         x = embeds.transpose(1, 2)  # (B, E, T)
         pooled = []
         for conv in self.convs:
-            h = F.relu(conv(x))  # (B, n_k, T - k + 1)
-            # zero (<= every ReLU output) the windows that start inside the padding
+            h = conv(x)  # (B, n_k, T - k + 1)
+            # windows that start inside the padding do not count (ReLU and max commute: relu(max) = max(relu))
             starts = torch.arange(h.shape[2], device=h.device)
-            h = h * (starts[None, :] < lengths.clamp(min=1)[:, None]).unsqueeze(1).to(h.dtype)
+            h = h.masked_fill((starts[None, :] >= lengths.clamp(min=1)[:, None]).unsqueeze(1), float("-inf"))
             pooled.append(h.amax(dim=2))  # (B, n_k)
-        return self.highway(torch.cat(pooled, dim=1))
+        return torch.cat(pooled, dim=1)
+
+    def features(self, embeds: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T, E)`` -> ``(B, F)`` pooled, ReLU- and highway-transformed features (see :meth:`pool`)."""
+        return self.highway(F.relu(self.pool(embeds, lengths)))
+
+    def head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``(B, F)`` max-pooled convolution outputs (:meth:`pool`) -> ``(B,)`` logits: ReLU, highway, dropout,
+        output layer. Shared by :meth:`forward` and the rollout's prefix scorer
+        (:class:`~seqgan.models.cnn_scorer.CNNScorer`)."""
+        return self.out(self.dropout(self.highway(F.relu(pooled)))).squeeze(-1)
 
     def forward(
         self,
@@ -168,7 +179,7 @@ class CNNDiscriminator(nn.Module):
                 real = torch.arange(embeds.shape[1], device=embeds.device)[None, :] < lengths[:, None]
                 noise = noise * real.unsqueeze(2).to(noise.dtype)
             embeds = embeds + noise_std * noise
-        return self.out(self.dropout(self.features(embeds, lengths))).squeeze(-1)
+        return self.head(self.pool(embeds, lengths))
 
     def spec(self) -> dict:
         return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqgan.decoding.decoders import LSTMDecoder
 from seqgan.models.base import Generator
 
 
@@ -62,6 +63,10 @@ class LSTMGenerator(Generator):
         """Rows ``index`` of a state (repeat rows with ``repeat_interleave`` indices)."""
         h, c = state
         return h[:, index], c[:, index]
+
+    def fast_decoder(self, temperature: float) -> LSTMDecoder:
+        """The fused decoder: ``step`` returns the LSTM output, the projection is fused with the draw."""
+        return LSTMDecoder(self, temperature)
 
     def spec(self) -> dict:
         return {

@@ -14,30 +14,24 @@ State layout (:class:`TransformerState`): ``cache`` is ``None`` before the first
 ``DynamicCache`` whose layers hold keys / values of shape ``(B, H, length, D)``; ``length`` is the number of
 tokens read so far (and therefore the position id of the next token); ``batch_size`` is ``B``.
 
-Written against ``transformers`` 5.x (``DynamicCache`` with per-layer ``DynamicLayer`` objects, ``crop`` taking a
-negative number of tokens to remove, ``batch_select_indices``).
+Only the public ``transformers`` API is used here; cache operations, the padding-warning override and the fast
+decoding path (:meth:`TransformerGenerator.fast_decoder`) live in :mod:`seqgan.decoding.hf`, which checks the
+``transformers`` version (5.x) once.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
-import inspect
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
-from transformers.cache_utils import Cache, DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
+from seqgan.decoding import hf
 from seqgan.models.base import Generator
 
 __all__ = ["TransformerGenerator", "TransformerState", "PrefixStates"]
-
-# Cache layers whose ``update`` / ``crop`` / ``batch_select_indices`` *replace* their tensors instead of writing into
-# them, so a shallow copy of the layer is an independent fork (see ``_fork_cache``).
-_FORKABLE_LAYERS = (DynamicLayer, DynamicSlidingWindowLayer)
 
 
 @dataclass(frozen=True)
@@ -51,43 +45,9 @@ class TransformerState:
         batch_size: number of rows ``B``.
     """
 
-    cache: Cache | None
+    cache: hf.Cache | None
     length: int
     batch_size: int
-
-
-def _fork_cache(cache: Cache) -> Cache:
-    """An independent copy of ``cache`` that shares the (never written in place) key / value tensors.
-
-    ``DynamicLayer.update`` concatenates into new tensors and ``crop`` / ``batch_select_indices`` slice into new
-    tensors, so copying the layer objects suffices. Other layer kinds fall back to a deep copy.
-    """
-    if type(cache) is DynamicCache and all(type(layer) in _FORKABLE_LAYERS for layer in cache.layers):
-        forked = copy.copy(cache)
-        forked.layers = [copy.copy(layer) for layer in cache.layers]
-        return forked
-    return copy.deepcopy(cache)
-
-
-def cache_kwargs(model: torch.nn.Module, cache: Cache | None) -> dict:
-    """The keyword that passes a KV cache to ``model``'s forward: ``cache`` (transformers >= 5.24) or
-    ``past_key_values`` (earlier 5.x releases)."""
-    return {_cache_arg(type(model)): cache}
-
-
-@functools.cache
-def _cache_arg(model_class: type) -> str:
-    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
-
-
-def output_cache(out: Any) -> Cache:
-    """The KV cache of a model output (``cache``, or ``past_key_values`` before transformers 5.24)."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
-def _no_padding_warning(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
-    return None
 
 
 def _plain(value: Any) -> Any:
@@ -118,7 +78,7 @@ class PrefixStates:
         inputs: the ``(B, T)`` input ids.
     """
 
-    def __init__(self, inputs: torch.Tensor, logits: torch.Tensor, cache: Cache) -> None:
+    def __init__(self, inputs: torch.Tensor, logits: torch.Tensor, cache: hf.Cache) -> None:
         self.inputs = inputs
         self.logits = logits
         self._cache = cache
@@ -138,9 +98,8 @@ class PrefixStates:
             raise ValueError(f"prefix length must be in [0, {total}], got {t}")
         if t == 0:
             return TransformerState(cache=None, length=0, batch_size=batch_size)
-        cache = _fork_cache(self._cache)
-        if t < total:
-            cache.crop(t - total)  # transformers 5.x: a negative argument removes that many trailing tokens
+        cache = hf.fork_cache(self._cache)
+        hf.truncate_cache(cache, total - t)
         return TransformerState(cache=cache, length=t, batch_size=batch_size)
 
     def next_logits(self, t: int) -> torch.Tensor:
@@ -166,9 +125,7 @@ class TransformerGenerator(Generator):
         # Inputs are right-padded after EOS and attention is causal, so padding never reaches a real position and
         # no attention mask is passed; HF's "input_ids may be padded" warning (and its per-call host sync) would
         # only mislead.
-        for module in model.modules():
-            if isinstance(module, PreTrainedModel):
-                module.warn_if_padding_and_no_attention_mask = _no_padding_warning
+        hf.silence_padding_warning(model)
         self.pad_id = int(pad_id)
         self.bos_id = int(bos_id)
         self.eos_id = None if eos_id is None else int(eos_id)
@@ -295,7 +252,7 @@ class TransformerGenerator(Generator):
         return {
             "kind": "transformer",
             "hf_config": _plain(self.model.config.to_dict()),
-            "attn_implementation": _plain(getattr(self.model.config, "_attn_implementation", None) or "sdpa"),
+            "attn_implementation": _plain(hf.attn_implementation(self.model) or "sdpa"),
             "pad_id": self.pad_id,
             "bos_id": self.bos_id,
             "eos_id": self.eos_id,
@@ -376,16 +333,16 @@ class TransformerGenerator(Generator):
         if tokens.dim() != 1 or tokens.shape[0] != state.batch_size:
             raise ValueError(f"expected tokens of shape ({state.batch_size},), got {tuple(tokens.shape)}")
         self._check_positions(state.length + 1)
-        cache = None if state.cache is None else _fork_cache(state.cache)
+        cache = None if state.cache is None else hf.fork_cache(state.cache)
         position_ids = torch.full((tokens.shape[0], 1), state.length, dtype=torch.long, device=tokens.device)
         out = self.model(
             input_ids=tokens[:, None],
             position_ids=position_ids,
             use_cache=True,
-            **cache_kwargs(self.model, cache),
+            **hf.cache_kwargs(cache),
         )
         new_state = TransformerState(
-            cache=output_cache(out), length=state.length + 1, batch_size=state.batch_size
+            cache=hf.output_cache(out), length=state.length + 1, batch_size=state.batch_size
         )
         return out.logits[:, -1].float(), new_state
 
@@ -406,8 +363,8 @@ class TransformerGenerator(Generator):
             raise IndexError(f"row index out of range for batch size {state.batch_size}")
         if state.cache is None:
             return TransformerState(cache=None, length=state.length, batch_size=index.numel())
-        cache = _fork_cache(state.cache)
-        cache.batch_select_indices(index.to(self.device))
+        cache = hf.fork_cache(state.cache)
+        hf.select_cache_rows(cache, index.to(self.device))
         return TransformerState(cache=cache, length=state.length, batch_size=index.numel())
 
     def prefix_states(self, inputs: torch.Tensor) -> PrefixStates:
@@ -419,11 +376,16 @@ class TransformerGenerator(Generator):
             A :class:`PrefixStates`: ``.logits`` ``(B, T, V)``, ``.state(t)`` the state after ``inputs[:, :t]``.
         """
         self._check_positions(inputs.shape[1])
-        cache = DynamicCache(config=self.model.config)
         # Sliding-window layers would otherwise drop positions that ``PrefixStates.state(t)`` needs to crop back to.
-        cache.activate_past_recording()
-        out = self.model(input_ids=inputs, use_cache=True, **cache_kwargs(self.model, cache))
-        return PrefixStates(inputs, out.logits.float(), output_cache(out))
+        cache = hf.new_cache(self.model.config, record_past=True)
+        out = self.model(input_ids=inputs, use_cache=True, **hf.cache_kwargs(cache))
+        return PrefixStates(inputs, out.logits.float(), hf.output_cache(out))
+
+    def fast_decoder(self, temperature: float) -> hf.SlotTransformerDecoder | None:
+        """The fused decoder (key / value slots, base model, LM head fused with the draw) when the model fits it
+        and it agrees with :meth:`step` on a numerical self-check; None otherwise (see
+        :class:`seqgan.decoding.hf.SlotTransformerDecoder`)."""
+        return hf.SlotTransformerDecoder.create(self, temperature)
 
     def _check_positions(self, length: int) -> None:
         limit = self.max_positions
