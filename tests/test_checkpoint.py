@@ -1,3 +1,4 @@
+import errno
 import importlib.util
 import json
 import os
@@ -25,14 +26,9 @@ from seqgan.checkpoint import (
 )
 from seqgan.config import load_config, to_dict
 from seqgan.data.tokenizers import WordTokenizer
-from seqgan.training import (
-    NonFiniteGuard,
-    NonFiniteLossError,
-    load_run,
-    make_checkpoint,
-    mle_step,
-    new_models,
-)
+from seqgan.runs import load_run, make_checkpoint, new_models
+from seqgan.trainers.base import NonFiniteGuard, NonFiniteLossError
+from seqgan.trainers.steps import mle_step
 from tests.conftest import ROOT
 
 
@@ -77,11 +73,14 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
 
     def boom(obj, f, *a, **k):
         f.write(b"partial")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError) as err:
         save_checkpoint(payload, path)
+    assert str(err.value) == (
+        f"cannot write {path}: No space left on device (errno 28); the previous checkpoint is left as it was"
+    )
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]  # no temporary file left behind
 
@@ -274,7 +273,7 @@ def pretrained(tmp_path_factory):
 
 def _adversarial_with_nan(monkeypatch, pretrained, out, from_call: int, *overrides: str):
     """The adversarial recipe with a generator loss that is NaN from its ``from_call``-th evaluation on."""
-    import seqgan.trainers.policy_gradient as pg
+    import seqgan.trainers.seqgan as pg
 
     real, calls = pg.policy_gradient_loss, []
 
@@ -350,7 +349,7 @@ def test_bf16_precision_runs_both_recipes_on_cpu(tmp_path):
 
 
 def test_autocast_contexts():
-    from seqgan.training import autocast
+    from seqgan.runtime import autocast
 
     x = torch.randn(2, 3)
     with autocast("bf16", "cpu"):
@@ -365,7 +364,8 @@ def test_bf16_steps_inside_one_autocast_context_see_the_updated_weights():
     """A recipe keeps one bf16 context over many optimizer steps (a whole epoch): each forward must use the
     weights as updated so far, exactly as if every step had its own context."""
     from seqgan.models.discriminator import CNNDiscriminator
-    from seqgan.training import autocast, discriminator_step
+    from seqgan.runtime import autocast
+    from seqgan.trainers.steps import discriminator_step
 
     torch.manual_seed(0)
     d = CNNDiscriminator(30, embed_dim=8, filter_sizes=(2, 3), num_filters=(16, 16), dropout=0.0, pad_id=0)
