@@ -29,14 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import nltk
+from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+from seqgan.metrics.bleu import bleu_per_hypothesis_multi, self_bleu_per_sample_multi
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import nltk  # noqa: E402
-from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu  # noqa: E402
-
-from seqgan.metrics.bleu import bleu_per_hypothesis_multi, self_bleu_per_sample_multi  # noqa: E402
 
 ORDERS = (2, 3, 4, 5)
 WEIGHTS = {n: (1 / n,) * n for n in ORDERS}

@@ -16,9 +16,10 @@ this 2-core machine. The last line is one JSON object.
 
 from __future__ import annotations
 
-import seqgan  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+from seqgan.runtime import prefer_passive_waits
 
-# isort: split
+prefer_passive_waits()  # before torch loads: see seqgan.runtime
+
 import argparse
 import json
 import time
@@ -41,11 +42,13 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from seqgan.config import load_config
+    from seqgan.config import SeqGANConfig, load_config
     from seqgan.metrics.evaluator import Evaluator
+    from seqgan.runs import load_run, new_models, prepare_data
+    from seqgan.runtime import autocast
     from seqgan.sampling import sample
-    from seqgan.trainers import PolicyGradientConfig, PolicyGradientTrainer
-    from seqgan.training import autocast, discriminator_epochs, load_run, mle_step, new_models, prepare_data
+    from seqgan.trainers import PolicyGradientTrainer
+    from seqgan.trainers.steps import discriminator_epochs, mle_step
     from seqgan.utils import seed_everything
 
     scale = 10 if args.quick else 1
@@ -66,10 +69,10 @@ def main(argv=None) -> dict:
                 mle_step(gen, opt, train[idx], 5.0)
     train, test = data.splits["train"], data.splits["test"]
     ev = Evaluator(data.tokenizer, data.raw["test"][:num_eval], test[:num_eval])
-    pg_cfg = PolicyGradientConfig(batch_size=64, num_rollouts=16 // (4 if args.quick else 1), max_len=37)
+    pg_cfg = SeqGANConfig(batch_size=64, num_rollouts=16 // (4 if args.quick else 1))
     srng = torch.Generator()
     srng.manual_seed(0)
-    trainer = PolicyGradientTrainer(gen, disc, pg_cfg, rng=srng)
+    trainer = PolicyGradientTrainer(gen, disc, pg_cfg, max_len=37, rng=srng)
 
     phases: dict[str, float] = {"generator_update_s": 0.0, "sample_negatives_s": 0.0, "discriminator_s": 0.0}
     t_epoch = time.perf_counter()
@@ -84,7 +87,7 @@ def main(argv=None) -> dict:
             t0 = time.perf_counter()
             real = train[torch.randperm(len(train), generator=rng)[:num_neg]]
             d_metrics = discriminator_epochs(
-                disc, trainer.d_optimizer, real, fake, d_epochs, 64, rng, by_length=pg_cfg.d_batch_by_length
+                disc, trainer.d_optimizer, real, fake, d_epochs, 64, rng, by_length=trainer.batch_by_length
             )
             phases["discriminator_s"] += time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -2,28 +2,29 @@
 """The SeqGAN paper's synthetic-oracle experiment (Table 1): NLL_oracle after MLE and after SeqGAN.
 
     python benchmarks/oracle.py [--config benchmarks/configs/oracle_seqgan.yaml] [--out-dir DIR] [--quick]
-        [key=value ...]
+        [--oracle PATH] [--overwrite | --resume] [key=value ...]
 
-Runs the same code as the recipes (pretrain -> adversarial) on 10,000 sequences of length 20 sampled from the
-oracle (the paper's published weights from ../shared/data/seqgan_oracle when present, else a seeded random
-oracle), prints NLL_oracle after MLE and after adversarial training with the paper's figures beside them, and
+Runs the same stages as the recipes (pretrain -> adversarial) on 10,000 sequences of length 20 sampled from the
+oracle (``--oracle``: the paper's published weights, by default ../shared/data/seqgan_oracle/seqgan_oracle.npz
+when that file exists, or a file made by recipes/prepare_oracle.py; without one a seeded random oracle), prints NLL_oracle after MLE and after adversarial training with the paper's figures beside them, and
 writes the NLL_oracle curve over both stages as ``oracle_curve.png``. ``--quick`` is a one-minute smoke run
 (tiny sizes, no quality claim). The last line is one JSON object.
 """
 
 from __future__ import annotations
 
-import seqgan  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+from seqgan.runtime import prefer_passive_waits
 
-# isort: split
+prefer_passive_waits()  # before torch loads: see seqgan.runtime
+
 import argparse
-import importlib.util
 import json
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PAPER_ORACLE = ROOT.parent / "shared/data/seqgan_oracle/seqgan_oracle.npz"
 PAPER = {"random": 10.310, "mle": 9.038, "schedule_sampling": 8.985, "pg_bleu": 8.946, "seqgan": 8.736}
 QUICK = [
     "data.num_train=512",
@@ -33,22 +34,15 @@ QUICK = [
     "pretrain.d_num_negatives=256",
     "pretrain.oracle_eval_samples=256",
     "adversarial.epochs=2",
-    "adversarial.d_num_negatives=256",
-    "adversarial.num_rollouts=2",
-    "adversarial.batch_size=16",
+    "seqgan.d_num_negatives=256",
+    "seqgan.num_rollouts=2",
+    "seqgan.batch_size=16",
     "adversarial.eval_every=1",
     "adversarial.eval_num_samples=256",
     "discriminator.filter_sizes=[2,3]",
     "discriminator.num_filters=[16,16]",
     "discriminator.embed_dim=16",
 ]
-
-
-def _recipe(name: str):
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", ROOT / "recipes" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _records(path: Path) -> list[dict]:
@@ -88,22 +82,37 @@ def main(argv=None) -> dict:
     p.add_argument("--config", default=str(ROOT / "benchmarks/configs/oracle_seqgan.yaml"))
     p.add_argument("--out-dir", default="runs/oracle_seqgan")
     p.add_argument("--quick", action="store_true", help="tiny one-minute smoke run")
+    p.add_argument(
+        "--oracle",
+        default=str(PAPER_ORACLE) if PAPER_ORACLE.is_file() else None,
+        help="oracle weights (.npz); default: the paper's from ../shared when present, else a random oracle",
+    )
+    run = p.add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true", help="continue the stages that have a checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="start again in an out_dir that holds a run")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)
-    overrides = [*(QUICK if args.quick else []), f"out_dir={args.out_dir}", *args.overrides]
-    common = ["--config", args.config, *overrides]
+    oracle = [f"data.oracle_path={args.oracle}"] if args.oracle else []
+    overrides = [*(QUICK if args.quick else []), *oracle, f"out_dir={args.out_dir}", *args.overrides]
 
-    start = time.time()
-    _recipe("pretrain").main(common)
-    t_mle = time.time() - start
-    _recipe("adversarial").main(common)
-    wall = time.time() - start
-
+    from seqgan import runtime
     from seqgan.config import load_config
-    from seqgan.training import load_oracle
+    from seqgan.runs import load_oracle
+    from seqgan.stages import adversarial, pretrain
+    from seqgan.stages.pipeline import _mode
 
     cfg = load_config(args.config, overrides)
+    runtime.configure(cfg)
     out = Path(cfg.out_dir)
+    start = time.time()
+    run_pre, resume_pre, over_pre = _mode(out, "pretrain", args.resume, args.overwrite)
+    if run_pre:
+        pretrain(cfg, resume=resume_pre, overwrite=over_pre)
+    t_mle = time.time() - start
+    _, resume_adv, over_adv = _mode(out, "adversarial", args.resume, args.overwrite)
+    adversarial(cfg, resume=resume_adv, overwrite=over_adv)
+    wall = time.time() - start
+
     pre = _records(out / "metrics.jsonl")
     adv = _records(out / "adversarial_metrics.jsonl")
     kind = load_oracle(cfg.data)[1]

@@ -14,9 +14,10 @@ discriminator reads softmax(logits)), ``gumbel, beta 1 -> 100`` (exponential ann
 
 from __future__ import annotations
 
-import seqgan  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+from seqgan.runtime import prefer_passive_waits
 
-# isort: split
+prefer_passive_waits()  # before torch loads: see seqgan.runtime
+
 import argparse
 import copy
 import json
@@ -25,8 +26,9 @@ from pathlib import Path
 
 import torch
 
-from seqgan.trainers import GumbelTrainer, GumbelTrainerConfig
-from seqgan.training import load_run, prepare_data
+from seqgan.config import GumbelConfig
+from seqgan.runs import load_run, prepare_data
+from seqgan.trainers import GumbelTrainer
 
 VARIANTS = {
     "softmax": {"relaxation": "softmax", "temperature_schedule": "constant", "max_inverse_temperature": 1.0},
@@ -76,19 +78,14 @@ def main(argv=None) -> dict:
     for name, options in VARIANTS.items():
         torch.manual_seed(args.seed)
         settings = {"max_inverse_temperature": args.max_inverse_temperature, **options}
-        config = GumbelTrainerConfig(
-            loss="standard",
-            batch_size=64,
-            max_len=cfg.data.max_len,
-            anneal_steps=args.steps,
-            g_lr=1e-4,
-            d_lr=1e-4,
-            **settings,
+        config = GumbelConfig(
+            loss="standard", batch_size=64, anneal_steps=args.steps, g_lr=1e-4, d_lr=1e-4, **settings
         )
         trainer = GumbelTrainer(
             copy.deepcopy(run.generator),
             copy.deepcopy(run.discriminator),
             config,
+            max_len=cfg.data.max_len,
             rng=torch.Generator().manual_seed(args.seed + 1),
         )
         data_rng = torch.Generator().manual_seed(args.seed + 2)

@@ -8,12 +8,14 @@ Chit-Chat Challenge corpus (BYU PCC lab, MIT) from the PyPI package ``chitchat-d
 
 Split by conversation (the last 1/20 of the conversations, in file order, are the test split), a turn is its
 consecutive messages joined by a space, consecutive turns make a pair, both sides must have 1..max-words
-whitespace tokens. With the defaults this writes 68,395 train / 3,457 test pairs, byte-identical to
-``../shared/data/chitchat/chitchat_pairs_{train,test}.tsv`` (sha256 3b088502... / 966448c6...).
+whitespace tokens. With the defaults this writes 68,395 train / 3,457 test pairs:
+
+    chitchat_pairs_train.tsv  sha256 3b088502e7c7a33a5b69917aea7e4e7cec8d66dc48a95e6e9ac6daf2dfea1b24
+    chitchat_pairs_test.tsv   sha256 966448c613483fc0b817f9d3ca16b5fe5504fbdf3ea2b1531120dc6ee0858179
 
 ChatterBot English corpus (BSD-3) YAML files -> the small shipped set in ``data/chat``:
 
-    python recipes/prepare_chat.py chatterbot --src ../shared/data/chatterbot_english --out data/chat
+    python recipes/prepare_chat.py chatterbot --src chatterbot-corpus/chatterbot_corpus/data/english --out data/chat
 
 Consecutive utterances of each conversation, exact duplicate pairs removed (first occurrence kept, files in name
 order), pairs with a side over --max-words whitespace tokens dropped (code blocks), then every 10th pair is a
@@ -26,8 +28,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from seqgan.conditional.pairs import Pairs, chitchat_pairs, load_pairs_yaml, write_pairs_tsv
 from seqgan.data.datasets import DataError
+from seqgan.data.pairs import Pairs, chitchat_pairs, load_pairs_yaml, write_pairs_tsv
 
 
 def chatterbot_split(src: str | Path, max_words: int = 20, test_every: int = 10) -> dict[str, Pairs]:
@@ -57,7 +59,9 @@ def main(argv=None) -> dict[str, Path]:
     )
     cc.add_argument("--max-words", type=int, default=20)
     cb = sub.add_parser("chatterbot", help="ChatterBot YAML conversations (a file or a folder)")
-    cb.add_argument("--src", default="../shared/data/chatterbot_english")
+    cb.add_argument(
+        "--src", required=True, help="the corpus's chatterbot_corpus/data/english folder (or a copy)"
+    )
     cb.add_argument("--out", default="data/chat")
     cb.add_argument("--max-words", type=int, default=20)
     args = p.parse_args(argv)

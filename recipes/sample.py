@@ -1,36 +1,41 @@
 #!/usr/bin/env python
 """Print detokenized samples from a checkpoint, one per line.
 
-python recipes/sample.py --checkpoint runs/coco_lstm/pretrain.pt --num-samples 10 [--temperature 0.8]
-    [--top-k 0] [--top-p 1.0] [--seed 0] [--max-len N] [--output FILE]
+    python recipes/sample.py --checkpoint runs/coco_lstm/pretrain.pt --num-samples 10 [--temperature 0.8]
+        [--top-k 0] [--top-p 1.0] [--seed 0] [--max-len N] [--output FILE]
+
+Defaults come from the checkpoint's ``sample`` section; the same seed gives the same samples. A conditional
+(chatbot) checkpoint answers contexts instead: use ``recipes/chat.py``.
 """
 
-from __future__ import annotations
+from seqgan.runtime import prefer_passive_waits
 
-import seqgan  # noqa: F401  (first: sets OMP_WAIT_POLICY before torch loads)
+prefer_passive_waits()  # before torch loads: see seqgan.runtime
 
-# isort: split
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 from seqgan.checkpoint import CheckpointError
-from seqgan.training import load_run, sample_texts
-from seqgan.utils import resolve_device, seed_everything
+from seqgan.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, PROBABILITY, Range, arg_type
+from seqgan.runs import load_run
+from seqgan.runtime import resolve_device
+from seqgan.sampling import sample
+from seqgan.stages import run_cli
+from seqgan.utils import seed_everything
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by a recipe (e.g. pretrain.pt)")
-    p.add_argument("--num-samples", type=int, default=10)
-    p.add_argument("--temperature", type=float, default=None, help="default: the config's sample.temperature")
-    p.add_argument("--top-k", type=int, default=None, help="default: the config's sample.top_k")
-    p.add_argument("--top-p", type=float, default=None, help="default: the config's sample.top_p")
-    p.add_argument("--max-len", type=int, default=None, help="default: the config's data.max_len")
+    p.add_argument("--num-samples", type=arg_type(AT_LEAST_ONE, int), default=10)
+    p.add_argument("--temperature", type=arg_type(POSITIVE), help="default: the config's sample.temperature")
+    p.add_argument("--top-k", type=arg_type(NON_NEGATIVE, int), help="default: the config's sample.top_k")
+    p.add_argument("--top-p", type=arg_type(PROBABILITY), help="default: the config's sample.top_p")
+    p.add_argument("--max-len", type=arg_type(AT_LEAST_ONE, int), help="default: the config's data.max_len")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--batch-size", type=arg_type(Range(1), int), default=1024)
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", help="write the samples to this file instead of stdout")
     return p.parse_args(argv)
@@ -38,25 +43,27 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list[str]:
     args = parse_args(argv)
-    if args.num_samples < 1:
-        raise ValueError("--num-samples must be at least 1")
     device = resolve_device(args.device)
     run = load_run(args.checkpoint, device)
+    if run.conditional:
+        raise CheckpointError(
+            f"{args.checkpoint} holds a conditional (context -> response) model: reply to contexts with "
+            f"recipes/chat.py --checkpoint {args.checkpoint}"
+        )
     sc = run.cfg.sample
     seed_everything(args.seed)
-    rng = torch.Generator(device=device)
-    rng.manual_seed(args.seed)
-    texts = sample_texts(
+    rng = torch.Generator(device=device).manual_seed(args.seed)
+    out = sample(
         run.generator,
-        run.tokenizer,
         args.num_samples,
         args.max_len or run.cfg.data.max_len,
-        rng=rng,
         temperature=sc.temperature if args.temperature is None else args.temperature,
         top_k=sc.top_k if args.top_k is None else args.top_k,
         top_p=sc.top_p if args.top_p is None else args.top_p,
+        rng=rng,
         batch_size=args.batch_size,
     )
+    texts = [run.tokenizer.decode(row) for row in out.tokens.tolist()]
     if args.output:
         Path(args.output).write_text("".join(t + "\n" for t in texts), encoding="utf-8")
     else:
@@ -66,7 +73,4 @@ def main(argv=None) -> list[str]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (CheckpointError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    run_cli(main)

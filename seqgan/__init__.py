@@ -1,66 +1,69 @@
-"""seqgan: adversarial training of text generators (SeqGAN policy gradient, relaxations, ScratchGAN,
-conditional GANs) with exact, fast evaluation."""
+"""seqgan: adversarial training of text generators (SeqGAN policy gradient, Gumbel-softmax relaxations,
+ScratchGAN, a conditional chatbot GAN) with exact, fast evaluation.
 
-import os
+The public API, loaded on first use (``import seqgan`` itself imports neither torch nor transformers and
+changes no process state; see :mod:`seqgan.runtime` for the thread settings the recipes apply):
 
-# OpenMP threads that spin while waiting make torch 5-10x slower on CPUs shared with any other busy process;
-# sleeping waits cost little otherwise. Only effective when seqgan is imported before torch; set the variable
-# yourself to choose.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+- configuration: :class:`Config`, :func:`load_config`, the method sections :class:`SeqGANConfig`,
+  :class:`GumbelConfig`, :class:`ScratchGANConfig` and the task section :class:`ConditionalConfig`;
+- data: :class:`WordTokenizer`, :class:`SentencePieceTokenizer`, :class:`HFTokenizer`;
+- models: :class:`Generator`, :class:`LSTMGenerator`, :class:`TransformerGenerator`, :class:`Seq2SeqLSTM`,
+  :class:`Seq2SeqTransformer`, :class:`CNNDiscriminator`, :class:`RNNDiscriminator`, :class:`PairDiscriminator`;
+- decoding: :func:`sample`, :class:`Samples`, :class:`MonteCarloRollout`;
+- training: :class:`PolicyGradientTrainer`, :class:`GumbelTrainer`, :class:`ScratchGANTrainer`,
+  :class:`ConditionalTrainer`, :func:`build_trainer`;
+- runs and checkpoints: :func:`load_run`, :func:`load_checkpoint`, :func:`save_checkpoint`.
+"""
 
-from seqgan.checkpoint import load_checkpoint, save_checkpoint
-from seqgan.conditional import PairDiscriminator, Seq2SeqLSTM, Seq2SeqTransformer
-from seqgan.config import Config, ConfigError, load_config
-from seqgan.data import HFTokenizer, SentencePieceTokenizer, WordTokenizer
-from seqgan.models import CNNDiscriminator, Generator, LSTMGenerator, RNNDiscriminator
-from seqgan.rollout import MonteCarloRollout
-from seqgan.sampling import Samples, sample
-from seqgan.trainers import (
-    ConditionalConfig,
-    ConditionalTrainer,
-    GumbelTrainer,
-    GumbelTrainerConfig,
-    PolicyGradientConfig,
-    PolicyGradientTrainer,
-    ScratchGANTrainer,
-)
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
+_EXPORTS = {
+    "Config": "seqgan.config",
+    "ConfigError": "seqgan.config",
+    "load_config": "seqgan.config",
+    "SeqGANConfig": "seqgan.config",
+    "GumbelConfig": "seqgan.config",
+    "ScratchGANConfig": "seqgan.config",
+    "ConditionalConfig": "seqgan.config",
+    "WordTokenizer": "seqgan.data.tokenizers",
+    "SentencePieceTokenizer": "seqgan.data.tokenizers",
+    "HFTokenizer": "seqgan.data.tokenizers",
+    "Generator": "seqgan.models.base",
+    "LSTMGenerator": "seqgan.models.lstm",
+    "TransformerGenerator": "seqgan.models.transformer",
+    "Seq2SeqLSTM": "seqgan.models.seq2seq",
+    "Seq2SeqTransformer": "seqgan.models.seq2seq",
+    "CNNDiscriminator": "seqgan.models.discriminator",
+    "RNNDiscriminator": "seqgan.models.rnn_discriminator",
+    "PairDiscriminator": "seqgan.models.pair_discriminator",
+    "sample": "seqgan.sampling",
+    "Samples": "seqgan.sampling",
+    "MonteCarloRollout": "seqgan.rollout",
+    "PolicyGradientTrainer": "seqgan.trainers.seqgan",
+    "GumbelTrainer": "seqgan.trainers.gumbel",
+    "ScratchGANTrainer": "seqgan.trainers.scratchgan",
+    "ConditionalTrainer": "seqgan.trainers.conditional",
+    "build_trainer": "seqgan.trainers",
+    "load_run": "seqgan.runs",
+    "load_checkpoint": "seqgan.checkpoint",
+    "save_checkpoint": "seqgan.checkpoint",
+}
 
-def __getattr__(name):  # keep `import seqgan` free of the transformers import until it is needed
-    if name == "TransformerGenerator":
-        from seqgan.models.transformer import TransformerGenerator
-
-        return TransformerGenerator
-    raise AttributeError(f"module 'seqgan' has no attribute {name!r}")
+__all__ = sorted(_EXPORTS)
 
 
-__all__ = [
-    "CNNDiscriminator",
-    "ConditionalConfig",
-    "ConditionalTrainer",
-    "Config",
-    "ConfigError",
-    "Generator",
-    "GumbelTrainer",
-    "GumbelTrainerConfig",
-    "HFTokenizer",
-    "LSTMGenerator",
-    "MonteCarloRollout",
-    "PairDiscriminator",
-    "PolicyGradientConfig",
-    "PolicyGradientTrainer",
-    "RNNDiscriminator",
-    "ScratchGANTrainer",
-    "Seq2SeqLSTM",
-    "Seq2SeqTransformer",
-    "SentencePieceTokenizer",
-    "Samples",
-    "TransformerGenerator",
-    "WordTokenizer",
-    "load_checkpoint",
-    "load_config",
-    "sample",
-    "save_checkpoint",
-]
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'seqgan' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -1,18 +1,31 @@
-"""Experiment configuration: nested dataclasses are the one place for defaults and their documentation.
+"""Experiment configuration: nested dataclasses are the one place for defaults, ranges and their documentation.
 
 A config is built from the dataclass defaults, then a YAML file, then dotted ``key=value`` overrides from the
-command line (``generator.hidden_dim=64``). Every key is checked: an unknown key or a value of the wrong type
-raises :class:`ConfigError` naming the dotted key. ``describe()`` prints every field with its docstring.
+command line (``generator.hidden_dim=64``). Every key is checked: an unknown key, a value of the wrong type or
+out of its range raises :class:`ConfigError` naming the dotted key. ``describe()`` prints every field with its
+docstring (``--help-config``).
+
+Sections: the run (``seed``, ``out_dir``, ...), ``data``, ``tokenizer``, ``generator``, ``discriminator``,
+``pretrain`` (MLE and discriminator pretraining), ``adversarial`` (the loop every adversarial method shares:
+method, epochs, evaluation and checkpoint schedule), one section per method that *is* that method's trainer
+config (``seqgan``, ``gumbel``, ``scratchgan``), the ``conditional`` task ((context, response) pairs) and
+``sample`` (defaults of the sampling tools). :data:`METHODS` says which section and which discriminator each
+method uses; :func:`inactive_settings` names the keys set for a method or task that is not selected.
+
+The value rules (:class:`Range`) are shared with the command-line tools (:func:`arg_type`), so a recipe's
+``--top-p`` is checked exactly as ``sample.top_p`` is.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
@@ -21,8 +34,100 @@ class ConfigError(ValueError):
     """A config key is unknown, or its value has the wrong type or an invalid value."""
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Value rules shared by the config and the command-line tools
+
+
+@dataclass(frozen=True)
+class Range:
+    """An interval a number must lie in (``None``: unbounded on that side)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def describe(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+    def check(self, name: str, value: float) -> None:
+        """Raises :class:`ConfigError` ``"NAME must be RANGE, got VALUE"`` when ``value`` is outside."""
+        if value is not None and not self.contains(value):
+            raise ConfigError(f"{name} must be {self.describe()}, got {value!r}")
+
+
+POSITIVE = Range(0, low_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+UNIT = Range(0, 1)  # [0, 1]
+UNIT_RIGHT_OPEN = Range(0, 1, high_open=True)  # [0, 1)
+PROBABILITY = Range(0, 1, low_open=True)  # (0, 1]: top-p
+
+
+def ranged(default: Any, rule: Range) -> Any:
+    """A dataclass field with a default and a value rule (checked by :func:`validate`)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"range": rule})
+    return field(default=default, metadata={"range": rule})
+
+
+def arg_type(rule: Range, cast: type = float, name: str = "value"):
+    """An ``argparse`` ``type=`` callable that parses with ``cast`` and checks ``rule``: the command-line tools
+    validate with the same rules as the config (one line: ``argument --top-p: must be in (0, 1], got 1.5``)."""
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {cast.__name__}, got {text!r}") from None
+        if not rule.contains(value):
+            raise argparse.ArgumentTypeError(f"must be {rule.describe()}, got {text}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+class Section:
+    """Base of the config sections: each checks its own fields' ranges and choices when it is built, so a section
+    made in code (``SeqGANConfig(ema_decay=1.0)``) is refused like the same key in a YAML file."""
+
+    section: ClassVar[str] = ""
+    """The section's key in :class:`Config`."""
+
+    def __post_init__(self) -> None:
+        _check_fields(self, f"{self.section}." if self.section else "")
+
+
+def _check_fields(obj: Any, prefix: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if "range" in f.metadata and value is not None and not isinstance(value, bool):
+            f.metadata["range"].check(f"{prefix}{f.name}", value)
+        tp = hints[f.name]
+        if typing.get_origin(tp) is Literal and value not in typing.get_args(tp):
+            raise ConfigError(f"{prefix}{f.name}: expected one of {list(typing.get_args(tp))}, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The run's data, tokenizer and models
+
+
 @dataclass
-class DataConfig:
+class DataConfig(Section):
+    section: ClassVar[str] = "data"
+
     train: str = "data/coco/image_coco.txt"
     """Training text file, one sentence per line (UTF-8). Relative paths are looked up from the working
     directory, then from the project root."""
@@ -36,82 +141,98 @@ class DataConfig:
     """The dataset's configuration name, if it has several."""
     hf_text_column: str = "text"
     """Column holding the sentences in ``hf_dataset``."""
-    valid_fraction: float = 0.0
+    valid_fraction: float = ranged(0.0, UNIT_RIGHT_OPEN)
     """Fraction of training lines held out as the validation split when ``valid`` is not given."""
-    max_len: int = 37
+    max_len: int = ranged(37, Range(2))
     """Maximum tokens per sequence, EOS included when it fits (a sentence of exactly max_len tokens is kept
-    without EOS, as a generated sequence that reaches max_len is)."""
+    without EOS, as a generated sequence that reaches max_len is). Conditional runs: the response length."""
     overlong: Literal["truncate", "drop"] = "truncate"
-    """What to do with sentences longer than max_len tokens; the count is reported either way."""
+    """What to do with sentences longer than max_len tokens; the count is reported either way. The vocabulary
+    is built from what is kept (the first max_len tokens of a truncated line; nothing of a dropped one)."""
     lowercase: bool = True
     """Lowercase text before tokenization."""
     synthetic: Literal["oracle"] | None = None
     """"oracle": instead of text files, sample train/test sequences from the SeqGAN synthetic oracle LSTM
     (fixed length ``max_len``, no EOS, ids as tokens) and report NLL_oracle."""
     oracle_path: str | None = None
-    """Oracle weights (.npz); default: the SeqGAN paper's oracle in ../shared/data/seqgan_oracle when present,
-    else a random oracle built from ``oracle_seed``."""
+    """Oracle weights (.npz, e.g. the SeqGAN paper's oracle made by ``recipes/prepare_oracle.py``); None: a
+    random N(0, 1) oracle of the paper's size built from ``oracle_seed``."""
     oracle_seed: int = 0
     """Seed of the random oracle (when no weights file is used)."""
-    num_train: int = 10000
+    num_train: int = ranged(10000, AT_LEAST_ONE)
     """Synthetic data: training sequences sampled from the oracle (10,000 in the SeqGAN paper)."""
-    num_test: int = 10000
+    num_test: int = ranged(10000, AT_LEAST_ONE)
     """Synthetic data: held-out sequences sampled from the oracle (for NLL_test)."""
 
 
 @dataclass
-class TokenizerConfig:
+class TokenizerConfig(Section):
+    section: ClassVar[str] = "tokenizer"
+
     kind: Literal["word", "sentencepiece", "hf"] = "word"
     """word: word-level vocabulary; sentencepiece: BPE/unigram trained locally on the training split;
     hf: a Hugging Face tokenizer loaded from a local directory (``hf_path``)."""
     word_split: Literal["nltk", "whitespace"] = "nltk"
     """How the word-level tokenizer splits: nltk.word_tokenize (offline, preserve_line) or str.split."""
-    min_freq: int = 1
+    min_freq: int = ranged(1, AT_LEAST_ONE)
     """Word-level: minimum training-set frequency for a word to enter the vocabulary."""
-    max_size: int | None = None
+    max_size: int | None = ranged(None, AT_LEAST_ONE)
     """Word-level: at most this many words (specials excluded), most frequent first."""
     sp_model_type: Literal["bpe", "unigram"] = "bpe"
     """SentencePiece model type."""
-    sp_vocab_size: int = 4000
+    sp_vocab_size: int = ranged(4000, Range(8))
     """SentencePiece vocabulary size (specials included)."""
     hf_path: str | None = None
     """Local directory of a Hugging Face tokenizer (``kind: hf``)."""
 
 
 @dataclass
-class GeneratorConfig:
+class GeneratorConfig(Section):
+    section: ClassVar[str] = "generator"
+
     kind: Literal["lstm", "transformer", "seq2seq", "seq2seq_transformer"] = "lstm"
     """Generator architecture; seq2seq / seq2seq_transformer are the conditional (context -> response)
-    encoder-decoders of ``seqgan.conditional`` (LSTM with attention / torch transformer layers)."""
-    embed_dim: int = 32
-    """LSTM: token embedding size."""
-    hidden_dim: int = 32
-    """LSTM: hidden state size."""
-    num_layers: int = 1
-    """LSTM: number of stacked layers."""
-    dropout: float = 0.0
-    """Dropout (LSTM between layers and on the output; transformer: residual/attention/embedding)."""
-    n_layer: int = 2
+    encoder-decoders (LSTM with attention / torch transformer layers) of the ``conditional`` task."""
+    embed_dim: int = ranged(32, AT_LEAST_ONE)
+    """LSTM / seq2seq: token embedding size."""
+    hidden_dim: int = ranged(32, AT_LEAST_ONE)
+    """LSTM / seq2seq: hidden state size."""
+    num_layers: int = ranged(1, AT_LEAST_ONE)
+    """LSTM / seq2seq: number of stacked layers."""
+    dropout: float = ranged(0.0, UNIT_RIGHT_OPEN)
+    """Dropout (LSTM between layers and on the output; transformer: residual/attention/embedding). Training
+    updates use it; sampling, rollouts and the policy-gradient log-probabilities run without it."""
+    attention: bool = True
+    """seq2seq (LSTM): Luong dot-product attention over the encoder states (False: the final state only)."""
+    n_layer: int = ranged(2, AT_LEAST_ONE)
     """Transformer: number of blocks."""
-    n_head: int = 4
+    n_head: int = ranged(4, AT_LEAST_ONE)
     """Transformer: attention heads."""
-    n_embd: int = 128
+    n_embd: int = ranged(128, AT_LEAST_ONE)
     """Transformer: model width."""
     model_type: str = "gpt2"
     """Transformer: any ``transformers`` causal-LM model type built from config."""
     pretrained_path: str | None = None
-    """Transformer: load weights with ``from_pretrained`` from this local directory instead."""
+    """Transformer: load weights with ``from_pretrained`` from this local directory instead (needs the model's
+    own tokenizer: ``tokenizer.kind=hf`` with ``tokenizer.hf_path``)."""
 
 
 @dataclass
-class DiscriminatorConfig:
-    embed_dim: int = 64
+class DiscriminatorConfig(Section):
+    section: ClassVar[str] = "discriminator"
+
+    kind: Literal["auto", "cnn", "rnn"] = "auto"
+    """auto: the one the adversarial method needs (:data:`METHODS`: the CNN for seqgan and gumbel, the
+    recurrent one for scratchgan); cnn: SeqGAN's CNN, one logit per sequence (for the conditional task, the pair
+    discriminator's encoders); rnn: ScratchGAN's LSTM scoring every prefix (uses embed_dim, hidden_dim,
+    num_layers, dropout)."""
+    embed_dim: int = ranged(64, AT_LEAST_ONE)
     """Token embedding size."""
     filter_sizes: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
     """Convolution widths (tokens)."""
     num_filters: list[int] = field(default_factory=lambda: [300, 300, 300, 300])
     """Filters per width (same length as filter_sizes)."""
-    dropout: float = 0.25
+    dropout: float = ranged(0.25, UNIT_RIGHT_OPEN)
     """Dropout before the output layer."""
     highway: bool = True
     """Use the highway layer over the pooled features (SeqGAN)."""
@@ -119,133 +240,218 @@ class DiscriminatorConfig:
     """Discriminator training (pretraining and SeqGAN rounds) draws batches of similar lengths: the random order
     is cut into pools of 50 batches, sorted by length inside each pool, and the batches are shuffled. The CNN
     then skips most padded windows (faster on short sentences); false draws plain random batches."""
-    kind: Literal["cnn", "rnn"] = "cnn"
-    """cnn: SeqGAN's CNN, one logit per sequence; rnn: ScratchGAN's LSTM scoring every prefix (needed by
-    adversarial.method=scratchgan; uses embed_dim, hidden_dim, num_layers, dropout)."""
-    hidden_dim: int = 128
+    hidden_dim: int = ranged(128, AT_LEAST_ONE)
     """rnn: LSTM hidden size."""
-    num_layers: int = 1
+    num_layers: int = ranged(1, AT_LEAST_ONE)
     """rnn: stacked LSTM layers."""
+    pair_hidden: int = ranged(64, AT_LEAST_ONE)
+    """Conditional task (pair discriminator): hidden units of the MLP over [h_c, h_x, h_c * h_x]."""
+    shared_encoder: bool = False
+    """Conditional task (pair discriminator): one CNN encodes both context and response (False: two CNNs)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.filter_sizes) != len(self.num_filters):
+            raise ConfigError(
+                f"discriminator.filter_sizes ({len(self.filter_sizes)} entries) and discriminator.num_filters "
+                f"({len(self.num_filters)} entries) must have the same length"
+            )
+        for key in ("filter_sizes", "num_filters"):
+            if not getattr(self, key) or min(getattr(self, key)) < 1:
+                raise ConfigError(f"discriminator.{key} must be a non-empty list of positive integers")
 
 
 @dataclass
-class PretrainConfig:
-    epochs: int = 30
+class PretrainConfig(Section):
+    section: ClassVar[str] = "pretrain"
+
+    epochs: int = ranged(30, NON_NEGATIVE)
     """MLE epochs over the training split."""
-    batch_size: int = 64
+    batch_size: int = ranged(64, AT_LEAST_ONE)
     """MLE batch size."""
-    lr: float = 1e-2
+    lr: float = ranged(1e-2, POSITIVE)
     """Adam learning rate of the generator."""
-    grad_clip: float = 5.0
+    grad_clip: float = ranged(5.0, NON_NEGATIVE)
     """Gradient-norm clipping (0 disables)."""
-    eval_batch_size: int = 256
+    eval_batch_size: int = ranged(256, AT_LEAST_ONE)
     """Batch size for held-out NLL."""
-    num_print_samples: int = 5
+    num_print_samples: int = ranged(5, NON_NEGATIVE)
     """Samples printed after each epoch."""
-    oracle_eval_samples: int = 5000
+    oracle_eval_samples: int = ranged(5000, AT_LEAST_ONE)
     """Synthetic-oracle runs: samples scored by the oracle (NLL_oracle) after each epoch."""
-    d_rounds: int = 3
+    d_rounds: int = ranged(3, NON_NEGATIVE)
     """Discriminator pretraining: rounds of (generate fresh negatives, train d_epochs)."""
-    d_epochs: int = 2
+    d_epochs: int = ranged(2, NON_NEGATIVE)
     """Discriminator epochs per round."""
-    d_num_negatives: int = 5000
+    d_num_negatives: int = ranged(5000, AT_LEAST_ONE)
     """Generated sentences per round (the same number of real sentences is drawn)."""
-    d_batch_size: int = 64
+    d_batch_size: int = ranged(64, AT_LEAST_ONE)
     """Discriminator batch size."""
-    d_lr: float = 1e-4
+    d_lr: float = ranged(1e-4, POSITIVE)
     """Adam learning rate of the discriminator."""
 
 
+# ---------------------------------------------------------------------------------------------------------
+# The adversarial loop and one section per method
+
+
 @dataclass
-class AdversarialConfig:
-    method: Literal["seqgan", "scratchgan", "gumbel"] = "seqgan"
-    """Adversarial training method: seqgan (policy gradient with Monte-Carlo rollout rewards); scratchgan (ScratchGAN: per-prefix rewards from a recurrent discriminator, trained from scratch; see the scratchgan section); gumbel (RelGAN-style Gumbel-softmax relaxation, generator trained through the discriminator by backpropagation; see the gumbel section)."""
+class AdversarialConfig(Section):
+    """The loop every adversarial method shares; the method's own settings are in its section."""
+
+    section: ClassVar[str] = "adversarial"
+
+    method: Literal["seqgan", "gumbel", "scratchgan"] = "seqgan"
+    """Adversarial training method (its settings are the section of the same name): seqgan (policy gradient
+    with Monte-Carlo rollout rewards); gumbel (RelGAN-style Gumbel-softmax relaxation, generator trained through
+    the discriminator by backpropagation); scratchgan (ScratchGAN: per-prefix rewards from a recurrent
+    discriminator, trained from scratch)."""
     pretrain_checkpoint: str | None = None
     """The MLE checkpoint to start from (default: <out_dir>/pretrain.pt)."""
-    epochs: int = 50
-    """Adversarial epochs; each is g_steps generator updates then d_steps discriminator rounds."""
-    g_steps: int = 1
-    """Generator (policy-gradient) updates per epoch."""
-    d_steps: int = 4
-    """Discriminator rounds per epoch: sample d_num_negatives fresh sentences, train d_epochs on them."""
-    d_epochs: int = 2
-    """Discriminator epochs per round."""
-    d_num_negatives: int = 10000
-    """Generated sentences per discriminator round (as many real sentences are drawn)."""
-    d_batch_size: int = 64
-    """Discriminator batch size."""
-    batch_size: int = 64
-    """Sequences per generator update."""
-    num_rollouts: int = 16
-    """Monte-Carlo completions per prefix (R)."""
-    rollout_update_rate: float = 0.8
-    """The rollout policy lags the generator: rollout = rate * rollout + (1 - rate) * generator after each
-    generator update (SeqGAN uses 0.8); 0 uses the current generator."""
-    rollout_chunk_rows: int = 0
-    """Cap on continuation rows decoded at once (0: no cap; lower it to bound memory)."""
-    baseline: Literal["none", "mean", "ema"] = "none"
-    """Reward baseline: none (SeqGAN), mean reward per step over the batch, or an exponential moving average."""
-    ema_decay: float = 0.9
-    """Decay of the EMA baseline."""
-    entropy_coef: float = 0.0
-    """Weight of the entropy bonus in the generator loss."""
-    g_lr: float = 1e-3
-    """Adam learning rate of the generator during adversarial training."""
-    d_lr: float = 1e-4
-    """Adam learning rate of the discriminator during adversarial training."""
-    grad_clip: float = 5.0
-    """Generator gradient-norm clipping (0 disables)."""
-    eval_every: int = 5
-    """Evaluate (BLEU, Self-BLEU, NLL_test, NLL_oracle) every this many epochs (and at the start and end)."""
-    eval_num_samples: int = 2000
-    """Samples per scheduled evaluation."""
-    checkpoint_every: int = 5
+    epochs: int = ranged(50, NON_NEGATIVE)
+    """Adversarial epochs; what one epoch is depends on the method (seqgan: g_steps generator updates then
+    d_steps discriminator rounds; gumbel, scratchgan: steps_per_epoch iterations)."""
+    eval_every: int = ranged(5, AT_LEAST_ONE)
+    """Evaluate (BLEU, Self-BLEU, NLL_test, NLL_oracle; response metrics for the conditional task) every this
+    many epochs (and at the start and end)."""
+    eval_num_samples: int = ranged(2000, AT_LEAST_ONE)
+    """Samples per scheduled evaluation (conditional task: ``conditional.eval_num_pairs`` test contexts)."""
+    checkpoint_every: int = ranged(5, AT_LEAST_ONE)
     """Write <out_dir>/adversarial.pt every this many epochs (and at the end)."""
 
 
 @dataclass
-class ConditionalConfig:
-    train: str | None = None
-    """(context, response) pairs: a TSV file (context TAB response per line) or ChatterBot YAML (a .yml file or
-    a folder of them). Setting it makes the run conditional (a chatbot); ``data.max_len`` bounds responses."""
-    test: str | None = None
-    """Held-out pairs in the same format (BLEU against each context's reference response, NLL_test)."""
-    max_train_pairs: int = 0
-    """Use only the first this many training pairs (0: all)."""
-    max_test_pairs: int = 0
-    """Use only the first this many test pairs (0: all)."""
-    context_max_len: int = 24
-    """Context tokens kept (the last ones, EOS appended when it fits)."""
-    attention: bool = True
-    """seq2seq (LSTM): Luong dot-product attention over the encoder states (False: the final state only)."""
-    d_hidden: int = 64
-    """Pair discriminator: hidden units of the MLP over [h_c, h_x, h_c * h_x]."""
-    d_shared_encoder: bool = False
-    """Pair discriminator: one CNN encodes both context and response (False: two CNNs)."""
-    mismatch_fraction: float = 0.5
-    """Share of the discriminator's negatives that are mismatched pairs (context, real response of another
-    context); the rest are (context, generated response)."""
-    teacher_forcing_every: int = 1
-    """Teacher forcing (Li et al. 2017): one MLE update on human responses after every this many
-    policy-gradient updates (0 disables)."""
-    eval_num_pairs: int = 500
-    """Test contexts answered by the adversarial recipe's scheduled evaluations."""
-    evaluator_epochs: int = 3
-    """Adversarial success: epochs of the separately trained evaluator discriminator."""
-    evaluator_num_pairs: int = 4000
-    """Adversarial success: training contexts (each with its human and a generated response) for the evaluator."""
-    evaluator_lr: float = 1e-3
-    """Adversarial success: Adam learning rate of the evaluator discriminator."""
+class SeqGANConfig(Section):
+    """``adversarial.method: seqgan`` (Yu et al. 2017, arXiv 1609.05473): policy gradient with Monte-Carlo
+    rollout rewards; also the policy-gradient settings of the conditional task. The settings of
+    :class:`~seqgan.trainers.seqgan.PolicyGradientTrainer`."""
+
+    section: ClassVar[str] = "seqgan"
+
+    g_steps: int = ranged(1, AT_LEAST_ONE)
+    """Generator (policy-gradient) updates per epoch."""
+    d_steps: int = ranged(4, NON_NEGATIVE)
+    """Discriminator rounds per epoch: sample d_num_negatives fresh sentences, train d_epochs on them."""
+    d_epochs: int = ranged(2, AT_LEAST_ONE)
+    """Discriminator epochs per round."""
+    d_num_negatives: int = ranged(10000, AT_LEAST_ONE)
+    """Generated sentences per discriminator round (as many real sentences are drawn)."""
+    d_batch_size: int = ranged(64, AT_LEAST_ONE)
+    """Discriminator batch size."""
+    batch_size: int = ranged(64, AT_LEAST_ONE)
+    """Sequences sampled per generator update."""
+    num_rollouts: int = ranged(16, AT_LEAST_ONE)
+    """Monte-Carlo completions per prefix (R; SeqGAN uses 16)."""
+    rollout_update_rate: float = ranged(0.8, UNIT_RIGHT_OPEN)
+    """The rollout policy lags the generator: rollout = rate * rollout + (1 - rate) * generator after each
+    generator update (SeqGAN's update_rate is 0.8); 0 rolls out with the current generator (TextGAN-PyTorch)."""
+    rollout_chunk_rows: int = ranged(0, NON_NEGATIVE)
+    """Cap on continuation rows decoded at once (0: no cap besides the transformer key/value budget; lower it
+    to bound memory). The conditional task decodes a batch in one piece and needs 0."""
+    rollout_parallel: bool = True
+    """Decode the rollout's two halves of the batch on two threads, one torch thread each, when torch runs at
+    most two threads on a CPU (switches torch's thread count for the duration of each rollout; the rewards are
+    the same either way)."""
+    baseline: Literal["none", "mean", "ema"] = "none"
+    """Reward baseline b_t: none (SeqGAN); mean: mean reward at step t over the batch's real tokens; ema: an
+    exponential moving average of those per-step means, used then updated (initialised with the first mean).
+    A baseline lowers the variance but also removes the sharpening that SeqGAN's all-positive rewards cause."""
+    ema_decay: float = ranged(0.9, UNIT_RIGHT_OPEN)
+    """Decay of the EMA baseline: b_t <- decay * b_t + (1 - decay) * mean_t."""
+    entropy_coef: float = ranged(0.0, NON_NEGATIVE)
+    """Weight of the entropy bonus: the loss is pg_loss - entropy_coef * mean entropy over real tokens."""
+    temperature: float = ranged(1.0, POSITIVE)
+    """Sampling temperature of the generated batches and of the rollouts (log-probabilities are taken under it)."""
+    g_lr: float = ranged(1e-3, POSITIVE)
+    """Adam learning rate of the generator. SeqGAN's code and TextGAN-PyTorch reuse the MLE rate, Adam 1e-2, for
+    the adversarial updates; 1e-3 is gentler on a pretrained generator (RelGAN goes down to 1e-4)."""
+    d_lr: float = ranged(1e-4, POSITIVE)
+    """Adam learning rate of the discriminator (TextGAN-PyTorch's dis_lr)."""
+    grad_clip: float = ranged(5.0, NON_NEGATIVE)
+    """Generator gradient-norm clipping, as in SeqGAN (0 disables)."""
 
 
 @dataclass
-class ScratchGANConfig:
-    steps_per_epoch: int = 10
+class GumbelConfig(Section):
+    """``adversarial.method: gumbel`` (RelGAN, Nie et al. 2019): relaxed samples, trained by backpropagation.
+    The settings of :class:`~seqgan.trainers.gumbel.GumbelTrainer`."""
+
+    section: ClassVar[str] = "gumbel"
+
+    relaxation: Literal["gumbel", "softmax"] = "gumbel"
+    """What the discriminator reads for a generated token: gumbel: softmax(beta * (logits + Gumbel noise));
+    softmax: the generator's distribution softmax(logits) itself (the weak variant: easy to tell from one-hot)."""
+    straight_through: bool = False
+    """Straight-through: the discriminator reads the one-hot sampled token, gradients use the relaxed vector."""
+    temperature_schedule: Literal["constant", "linear", "exp", "sigmoid"] = "exp"
+    """Annealing of the inverse temperature beta from 1 to max_inverse_temperature over anneal_steps generator
+    steps (constant: max_inverse_temperature throughout)."""
+    max_inverse_temperature: float = ranged(100.0, Range(1))
+    """beta_max, the inverse temperature reached at the end of annealing (RelGAN: 100 or 1000)."""
+    anneal_steps: int = ranged(0, NON_NEGATIVE)
+    """Generator steps over which beta (and the instance noise) is annealed; 0: the whole run
+    (adversarial.epochs x steps_per_epoch x g_steps)."""
+    loss: Literal["standard", "rsgan", "lsgan", "hinge", "wasserstein", "wgan-gp"] = "rsgan"
+    """GAN loss: standard (non-saturating), rsgan (relativistic standard, RelGAN's best), lsgan, hinge,
+    wasserstein (weight clipping) or wgan-gp (gradient penalty on one-hot real / soft fake interpolations)."""
+    label_smoothing: float = ranged(0.0, UNIT_RIGHT_OPEN)
+    """One-sided label smoothing: the real target is 1 - label_smoothing (standard, rsgan, lsgan losses)."""
+    instance_noise: float = ranged(0.0, NON_NEGATIVE)
+    """Initial standard deviation of Gaussian noise added to the discriminator's input embeddings (real and fake),
+    annealed linearly to 0 over anneal_steps; 0 disables."""
+    spectral_norm: bool = False
+    """Spectral normalization (Miyato et al. 2018) of the discriminator's convolutions and linear layers, put on
+    the pretrained discriminator when the trainer is built (its weights become the unnormalized originals).
+    Not with the wasserstein loss, whose weight clipping would act on the unnormalized originals."""
+    gp_weight: float = ranged(10.0, NON_NEGATIVE)
+    """wgan-gp: weight of the gradient penalty."""
+    clip_value: float = ranged(0.01, POSITIVE)
+    """wasserstein: discriminator weights are clipped to [-clip_value, clip_value] after each step."""
+    batch_size: int = ranged(64, AT_LEAST_ONE)
+    """Sequences per generator and per discriminator step (as many real ones)."""
+    steps_per_epoch: int = ranged(20, AT_LEAST_ONE)
+    """Iterations per adversarial epoch; each is g_steps generator steps then d_steps discriminator steps."""
+    g_steps: int = ranged(1, AT_LEAST_ONE)
+    """Generator steps per iteration."""
+    d_steps: int = ranged(3, NON_NEGATIVE)
+    """Discriminator steps per iteration (each on a fresh real batch and fresh relaxed samples)."""
+    g_lr: float = ranged(1e-4, POSITIVE)
+    """Adam learning rate of the generator (RelGAN: 1e-4)."""
+    d_lr: float = ranged(1e-4, POSITIVE)
+    """Adam learning rate of the discriminator (RelGAN: 1e-4)."""
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    """Adam (beta1, beta2) of both optimizers (WGAN-GP often uses [0.5, 0.9])."""
+    grad_clip: float = ranged(5.0, NON_NEGATIVE)
+    """Generator gradient-norm clipping (0 disables)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.label_smoothing and self.loss not in ("standard", "rsgan", "lsgan"):
+            raise ConfigError(
+                f"gumbel.label_smoothing applies to the standard, rsgan and lsgan losses, not {self.loss}"
+            )
+        if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            raise ConfigError(f"gumbel.adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if self.spectral_norm and self.loss == "wasserstein":
+            raise ConfigError(
+                "gumbel.spectral_norm=true with gumbel.loss=wasserstein: weight clipping would act on the "
+                "unnormalized weights under the parametrisation; use one of the two (or gumbel.loss=wgan-gp)"
+            )
+
+
+@dataclass
+class ScratchGANConfig(Section):
+    """``adversarial.method: scratchgan`` (de Masson d'Autume et al. 2019, arXiv 1905.09922): dense per-prefix
+    rewards, trained from scratch. The settings of :class:`~seqgan.trainers.scratchgan.ScratchGANTrainer`."""
+
+    section: ClassVar[str] = "scratchgan"
+
+    steps_per_epoch: int = ranged(10, AT_LEAST_ONE)
     """Iterations per adversarial epoch; each samples one batch, takes a discriminator step on it against as many
     real sentences, then a generator step on the same samples."""
-    batch_size: int = 512
+    batch_size: int = ranged(512, AT_LEAST_ONE)
     """Generated (and real) sequences per iteration (ScratchGAN relies on large batches: 512)."""
-    discount: float = 0.23
+    discount: float = ranged(0.23, UNIT)
     """Discount gamma of the returns R_t = sum_{s>=t} gamma^(s-t) r_s (ScratchGAN: 0.23)."""
     reward: Literal["sigmoid", "logit", "log_sigmoid"] = "sigmoid"
     """Per-step reward from the prefix logit: sigmoid: 2 sigmoid(D) - 1 (ScratchGAN's code); logit: the raw
@@ -253,23 +459,23 @@ class ScratchGANConfig:
     baseline: Literal["ema", "mean", "none"] = "ema"
     """Baseline subtracted from the returns: ema: per-step exponential moving average of the batch means of R_t
     (used, then updated); mean: the current batch's per-step mean; none."""
-    ema_decay: float = 0.9
+    ema_decay: float = ranged(0.9, UNIT_RIGHT_OPEN)
     """Decay of the EMA baseline: b_t <- decay * b_t + (1 - decay) * mean_t."""
-    g_lr: float = 1e-4
+    g_lr: float = ranged(1e-4, POSITIVE)
     """Adam learning rate of the generator."""
-    d_lr: float = 1e-3
+    d_lr: float = ranged(1e-3, POSITIVE)
     """Adam learning rate of the discriminator."""
-    adam_beta1: float = 0.5
+    adam_beta1: float = ranged(0.5, UNIT_RIGHT_OPEN)
     """Adam beta1 of both optimizers (ScratchGAN: 0.5)."""
-    g_l2: float = 0.0
+    g_l2: float = ranged(0.0, NON_NEGATIVE)
     """L2 weight on the generator's trainable parameters (added to its loss as g_l2 * sum w^2)."""
-    d_l2: float = 1e-6
+    d_l2: float = ranged(1e-6, NON_NEGATIVE)
     """L2 weight on the discriminator's trainable parameters (added to its loss as d_l2 * sum w^2)."""
-    grad_clip: float = 5.0
+    grad_clip: float = ranged(5.0, NON_NEGATIVE)
     """Gradient-norm clipping of both models (0 disables)."""
-    temperature: float = 1.0
+    temperature: float = ranged(1.0, POSITIVE)
     """Sampling temperature of the generated batches (log-probabilities are taken under it)."""
-    mix_fraction: float = 0.0
+    mix_fraction: float = ranged(0.0, UNIT)
     """Share of the discriminator's generated rows replaced by spliced rows: a real sentence's first k tokens,
     then generated tokens; prefixes inside the real part are labelled real, the rest fake (0 disables)."""
     embedding: Literal["trainable", "frozen"] = "trainable"
@@ -284,85 +490,87 @@ class ScratchGANConfig:
     mle_pretrain: bool = False
     """recipes/run.py: run MLE pretraining first and start from it (ScratchGAN trains from scratch: off)."""
 
-
-@dataclass
-class GumbelConfig:
-    """``adversarial.method: gumbel`` (RelGAN, Nie et al. 2019): relaxed samples, trained by backpropagation."""
-
-    relaxation: Literal["gumbel", "softmax"] = "gumbel"
-    """What the discriminator reads for a generated token: gumbel: softmax(beta * (logits + Gumbel noise));
-    softmax: the generator's distribution softmax(logits) itself (the weak variant: easy to tell from one-hot)."""
-    straight_through: bool = False
-    """Straight-through: the discriminator reads the one-hot sampled token, gradients use the relaxed vector."""
-    temperature_schedule: Literal["constant", "linear", "exp", "sigmoid"] = "exp"
-    """Annealing of the inverse temperature beta from 1 to max_inverse_temperature over anneal_steps generator
-    steps (constant: max_inverse_temperature throughout)."""
-    max_inverse_temperature: float = 100.0
-    """beta_max, the inverse temperature reached at the end of annealing (RelGAN: 100 or 1000)."""
-    anneal_steps: int = 0
-    """Generator steps over which beta (and the instance noise) is annealed; 0: the whole run
-    (adversarial.epochs x steps_per_epoch x g_steps)."""
-    loss: Literal["standard", "rsgan", "lsgan", "hinge", "wasserstein", "wgan-gp"] = "rsgan"
-    """GAN loss: standard (non-saturating), rsgan (relativistic standard, RelGAN's best), lsgan, hinge,
-    wasserstein (weight clipping) or wgan-gp (gradient penalty on one-hot real / soft fake interpolations)."""
-    label_smoothing: float = 0.0
-    """One-sided label smoothing: the real target is 1 - label_smoothing (standard, rsgan, lsgan losses)."""
-    instance_noise: float = 0.0
-    """Initial standard deviation of Gaussian noise added to the discriminator's input embeddings (real and fake),
-    annealed linearly to 0 over anneal_steps; 0 disables."""
-    spectral_norm: bool = False
-    """Spectral normalization (Miyato et al. 2018) of the discriminator's convolutions and linear layers, put on
-    the pretrained discriminator when the trainer is built (its weights become the unnormalized originals)."""
-    gp_weight: float = 10.0
-    """wgan-gp: weight of the gradient penalty."""
-    clip_value: float = 0.01
-    """wasserstein: discriminator weights are clipped to [-clip_value, clip_value] after each step."""
-    batch_size: int = 64
-    """Sequences per generator and per discriminator step (as many real ones)."""
-    steps_per_epoch: int = 20
-    """Iterations per adversarial epoch; each is g_steps generator steps then d_steps discriminator steps."""
-    g_steps: int = 1
-    """Generator steps per iteration."""
-    d_steps: int = 3
-    """Discriminator steps per iteration (each on a fresh real batch and fresh relaxed samples)."""
-    g_lr: float = 1e-4
-    """Adam learning rate of the generator (RelGAN: 1e-4)."""
-    d_lr: float = 1e-4
-    """Adam learning rate of the discriminator (RelGAN: 1e-4)."""
-    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    """Adam (beta1, beta2) of both optimizers (WGAN-GP often uses [0.5, 0.9])."""
-    grad_clip: float = 5.0
-    """Generator gradient-norm clipping (0 disables)."""
-
     def __post_init__(self) -> None:
-        if self.max_inverse_temperature < 1.0:
+        super().__post_init__()
+        if self.embedding_init != "random" and not self.embedding_path:
             raise ConfigError(
-                f"gumbel.max_inverse_temperature must be >= 1, got {self.max_inverse_temperature}"
+                f"scratchgan.embedding_init={self.embedding_init} needs scratchgan.embedding_path"
             )
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"gumbel.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        if self.label_smoothing and self.loss not in ("standard", "rsgan", "lsgan"):
-            raise ConfigError(
-                f"gumbel.label_smoothing applies to the standard, rsgan and lsgan losses, not {self.loss}"
-            )
-        if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
-            raise ConfigError(f"gumbel.adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
-        for key in ("batch_size", "steps_per_epoch", "g_steps"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"gumbel.{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("anneal_steps", "d_steps", "instance_noise", "gp_weight", "clip_value", "grad_clip"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"gumbel.{key} must be >= 0, got {getattr(self, key)}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tasks and sampling
 
 
 @dataclass
-class SampleConfig:
-    temperature: float = 1.0
+class ConditionalConfig(Section):
+    """The conditional task: a response generator G(x | c) on (context, response) pairs against a pair
+    discriminator D(c, x) (Li et al. 2017, arXiv 1701.06547). Set ``train`` to select it."""
+
+    section: ClassVar[str] = "conditional"
+
+    train: str | None = None
+    """(context, response) pairs: a TSV file (context TAB response per line) or ChatterBot YAML (a .yml file or
+    a folder of them). Setting it makes the run conditional (a chatbot); ``data.max_len`` bounds responses."""
+    test: str | None = None
+    """Held-out pairs in the same format (BLEU against each context's reference response, NLL_test)."""
+    max_train_pairs: int = ranged(0, NON_NEGATIVE)
+    """Use only the first this many training pairs (0: all)."""
+    max_test_pairs: int = ranged(0, NON_NEGATIVE)
+    """Use only the first this many test pairs (0: all)."""
+    context_max_len: int = ranged(24, AT_LEAST_ONE)
+    """Context tokens kept (the last ones, EOS appended when it fits)."""
+    mismatch_fraction: float = ranged(0.5, UNIT)
+    """Share of the discriminator's negatives that are mismatched pairs (context, real response of another
+    context); the rest are (context, generated response)."""
+    teacher_forcing_every: int = ranged(1, NON_NEGATIVE)
+    """Teacher forcing (Li et al. 2017): one MLE update on human responses after every this many
+    policy-gradient updates (0 disables)."""
+    eval_num_pairs: int = ranged(500, AT_LEAST_ONE)
+    """Test contexts answered by the adversarial stage's scheduled evaluations."""
+    evaluator_epochs: int = ranged(3, AT_LEAST_ONE)
+    """Adversarial success: epochs of the separately trained evaluator discriminator."""
+    evaluator_num_pairs: int = ranged(4000, AT_LEAST_ONE)
+    """Adversarial success: training contexts (each with its human and a generated response) for the evaluator."""
+    evaluator_lr: float = ranged(1e-3, POSITIVE)
+    """Adversarial success: Adam learning rate of the evaluator discriminator."""
+
+
+@dataclass
+class SampleConfig(Section):
+    section: ClassVar[str] = "sample"
+
+    temperature: float = ranged(1.0, POSITIVE)
     """Softmax temperature."""
-    top_k: int = 0
+    top_k: int = ranged(0, NON_NEGATIVE)
     """Keep only the k most likely tokens (0 disables)."""
-    top_p: float = 1.0
+    top_p: float = ranged(1.0, PROBABILITY)
     """Nucleus sampling: keep the smallest set of tokens with probability >= top_p (1 disables)."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """What the rest of the toolkit needs to know about an adversarial method."""
+
+    section: str
+    """Its config section (the trainer's config)."""
+    discriminator: Literal["cnn", "rnn"]
+    """The discriminator ``discriminator.kind=auto`` picks for it."""
+    accepts: tuple[str, ...]
+    """Discriminator kinds it works with."""
+    mle_pretrain: bool
+    """Whether the pipeline pretrains by maximum likelihood first."""
+    tasks: tuple[str, ...] = ("sentences",)
+    """Tasks it trains ("sentences": unconditional; "pairs": the conditional task)."""
+
+
+METHODS: dict[str, Method] = {
+    "seqgan": Method("seqgan", "cnn", ("cnn", "rnn"), True, ("sentences", "pairs")),
+    "gumbel": Method("gumbel", "cnn", ("cnn", "rnn"), True),
+    "scratchgan": Method("scratchgan", "rnn", ("rnn",), False),
+}
+"""``adversarial.method`` -> its section, discriminator and tasks. A new method adds a section and a line here,
+and its trainer to :data:`seqgan.trainers.TRAINERS`."""
 
 
 @dataclass
@@ -373,15 +581,16 @@ class Config:
     """Run folder: resolved config, metrics.jsonl, checkpoints and plots."""
     device: str = "auto"
     """"auto" (CUDA when available), "cpu", "cuda" or "cuda:N"."""
-    num_threads: int = 0
-    """torch CPU threads (0 keeps torch's default)."""
-    checkpoint_keep: int = 0
+    num_threads: int = ranged(0, NON_NEGATIVE)
+    """torch CPU threads (0 keeps torch's default); applied by the recipes (``seqgan.runtime.configure``)."""
+    checkpoint_keep: int = ranged(0, NON_NEGATIVE)
     """Also keep the last K checkpoints as numbered files (adversarial_0007.pt) beside the stable name (0: only
     pretrain.pt / adversarial.pt, overwritten in place)."""
     nan_policy: Literal["stop", "skip"] = "stop"
-    """A NaN/inf loss or gradient: stop the run (the last checkpoint stays as it was) or skip the update."""
-    nan_max_consecutive: int = 10
-    """nan_policy=skip: stop after this many skipped updates in a row."""
+    """A NaN/inf loss or gradient, in any update of any method: stop the run (the last checkpoint stays as it
+    was) or skip the update and count it (``nan/skipped_steps``)."""
+    nan_max_consecutive: int = ranged(10, AT_LEAST_ONE)
+    """nan_policy=skip: stop after this many skipped updates of one kind in a row."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """bf16: run the training updates (MLE, generator and discriminator steps) under bfloat16 autocast; rollout
     rewards, evaluation and the weights stay fp32."""
@@ -395,74 +604,155 @@ class Config:
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
-    scratchgan: ScratchGANConfig = field(default_factory=ScratchGANConfig)
-    sample: SampleConfig = field(default_factory=SampleConfig)
-    conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
+    seqgan: SeqGANConfig = field(default_factory=SeqGANConfig)
     gumbel: GumbelConfig = field(default_factory=GumbelConfig)
+    scratchgan: ScratchGANConfig = field(default_factory=ScratchGANConfig)
+    conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
 
     def __post_init__(self) -> None:
         validate(self)
 
+    @property
+    def task(self) -> str:
+        """``"pairs"`` when ``conditional.train`` is set (the conditional task), else ``"sentences"``."""
+        return "pairs" if self.conditional.train else "sentences"
+
+    @property
+    def method(self) -> Method:
+        """The selected adversarial method's :class:`Method` entry."""
+        return METHODS[self.adversarial.method]
+
+    @property
+    def method_config(self) -> Any:
+        """The selected method's section (its trainer config)."""
+        return getattr(self, self.method.section)
+
+    @property
+    def discriminator_kind(self) -> str:
+        """``discriminator.kind`` with ``auto`` resolved for the selected method."""
+        kind = self.discriminator.kind
+        return self.method.discriminator if kind == "auto" else kind
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
 
 def validate(cfg: Config) -> None:
-    """Value checks that types alone cannot express; raises ConfigError naming the key."""
-    if cfg.data.max_len < 2:
-        raise ConfigError(f"data.max_len must be at least 2, got {cfg.data.max_len}")
-    if cfg.checkpoint_keep < 0 or cfg.nan_max_consecutive < 1:
-        raise ConfigError(
-            f"checkpoint_keep must be >= 0 and nan_max_consecutive >= 1, got {cfg.checkpoint_keep} and "
-            f"{cfg.nan_max_consecutive}"
-        )
-    if not 0.0 <= cfg.data.valid_fraction < 1.0:
-        raise ConfigError(f"data.valid_fraction must be in [0, 1), got {cfg.data.valid_fraction}")
-    d = cfg.discriminator
-    if len(d.filter_sizes) != len(d.num_filters):
-        raise ConfigError(
-            f"discriminator.filter_sizes ({len(d.filter_sizes)} entries) and discriminator.num_filters "
-            f"({len(d.num_filters)} entries) must have the same length"
-        )
+    """The run's own fields (each section checked itself), then the checks that span sections; raises
+    ConfigError naming the key."""
+    _check_fields(cfg, "")
+    if not _DEVICE.fullmatch(cfg.device):
+        raise ConfigError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {cfg.device!r}")
     if cfg.tokenizer.kind == "hf" and not cfg.tokenizer.hf_path:
         raise ConfigError(
             "tokenizer.hf_path must name a local tokenizer directory when tokenizer.kind is 'hf'"
         )
-    if cfg.sample.temperature <= 0:
-        raise ConfigError(f"sample.temperature must be > 0, got {cfg.sample.temperature}")
-    if not 0.0 < cfg.sample.top_p <= 1.0:
-        raise ConfigError(f"sample.top_p must be in (0, 1], got {cfg.sample.top_p}")
-    c = cfg.conditional
-    if not 0.0 <= c.mismatch_fraction <= 1.0:
-        raise ConfigError(f"conditional.mismatch_fraction must be in [0, 1], got {c.mismatch_fraction}")
-    if c.context_max_len < 1 or c.teacher_forcing_every < 0:
-        raise ConfigError("conditional.context_max_len must be >= 1 and teacher_forcing_every >= 0")
-    if cfg.generator.kind.startswith("seq2seq") and not c.train:
+    if cfg.generator.pretrained_path and cfg.generator.kind != "transformer":
+        raise ConfigError(
+            f"generator.pretrained_path loads a transformer; set generator.kind=transformer "
+            f"(got {cfg.generator.kind!r})"
+        )
+    if cfg.generator.pretrained_path and cfg.tokenizer.kind != "hf":
+        raise ConfigError(
+            "generator.pretrained_path needs the model's own tokenizer: set tokenizer.kind=hf and "
+            f"tokenizer.hf_path (a {cfg.tokenizer.kind} tokenizer trained here numbers its tokens differently)"
+        )
+    method, kind = cfg.method, cfg.discriminator_kind
+    if kind not in method.accepts:
+        raise ConfigError(
+            f"adversarial.method={cfg.adversarial.method} needs discriminator.kind="
+            f"{' or '.join(method.accepts)} (or auto), got {kind!r}"
+        )
+    if cfg.adversarial.method == "gumbel" and kind == "rnn":
+        g = cfg.gumbel
+        if g.spectral_norm or g.instance_noise or g.loss == "wgan-gp":
+            raise ConfigError(
+                "gumbel.spectral_norm, gumbel.instance_noise and gumbel.loss=wgan-gp need the CNN "
+                "discriminator (discriminator.kind=cnn)"
+            )
+    conditional_generator = cfg.generator.kind.startswith("seq2seq")
+    if cfg.task == "pairs":
+        if cfg.task not in method.tasks:
+            raise ConfigError(
+                f"the conditional task (conditional.train) trains with adversarial.method="
+                f"{' or '.join(m for m, e in METHODS.items() if 'pairs' in e.tasks)}, not "
+                f"{cfg.adversarial.method}"
+            )
+        if not conditional_generator:
+            raise ConfigError(
+                f"the conditional task (conditional.train) needs generator.kind=seq2seq or "
+                f"seq2seq_transformer, got {cfg.generator.kind!r}"
+            )
+        if kind != "cnn":
+            raise ConfigError(
+                "the conditional task's pair discriminator is a CNN: discriminator.kind=cnn/auto"
+            )
+        if cfg.seqgan.rollout_chunk_rows:
+            raise ConfigError(
+                "seqgan.rollout_chunk_rows must be 0 for the conditional task (its rollouts decode a batch in "
+                "one piece; lower seqgan.batch_size or seqgan.num_rollouts to bound memory)"
+            )
+    elif conditional_generator:
         raise ConfigError(
             f"generator.kind={cfg.generator.kind} needs (context, response) pairs: set conditional.train"
         )
-    _validate_scratchgan(cfg)
-    for key in ("epochs", "batch_size", "eval_batch_size", "d_batch_size"):
-        if getattr(cfg.pretrain, key) < (0 if key == "epochs" else 1):
-            raise ConfigError(f"pretrain.{key} must be positive, got {getattr(cfg.pretrain, key)}")
 
 
-def _validate_scratchgan(cfg: Config) -> None:
-    s = cfg.scratchgan
-    if cfg.adversarial.method == "scratchgan" and cfg.discriminator.kind != "rnn":
-        raise ConfigError(
-            "adversarial.method=scratchgan scores every prefix: set discriminator.kind=rnn "
-            f"(got {cfg.discriminator.kind!r})"
-        )
-    if not 0.0 <= s.discount <= 1.0:
-        raise ConfigError(f"scratchgan.discount must be in [0, 1], got {s.discount}")
-    if not 0.0 <= s.ema_decay < 1.0:
-        raise ConfigError(f"scratchgan.ema_decay must be in [0, 1), got {s.ema_decay}")
-    if not 0.0 <= s.mix_fraction <= 1.0:
-        raise ConfigError(f"scratchgan.mix_fraction must be in [0, 1], got {s.mix_fraction}")
-    if s.batch_size < 1 or s.steps_per_epoch < 1:
-        raise ConfigError("scratchgan.batch_size and scratchgan.steps_per_epoch must be positive")
-    if s.temperature <= 0:
-        raise ConfigError(f"scratchgan.temperature must be > 0, got {s.temperature}")
-    if s.embedding_init != "random" and not s.embedding_path:
-        raise ConfigError(f"scratchgan.embedding_init={s.embedding_init} needs scratchgan.embedding_path")
+def inactive_settings(cfg: Config, stage: str = "adversarial") -> list[str]:
+    """Keys set to a non-default value that have no effect in this run: the sections of the adversarial
+    methods that are not selected, and the ``conditional`` section when the task is unconditional
+    (``"gumbel.loss='hinge'"``). ``stage="pretrain"`` ignores the method sections (pretraining uses none)."""
+    defaults = Config()
+    out = []
+    sections = [] if stage == "pretrain" else [m.section for m in METHODS.values() if m != cfg.method]
+    if cfg.task != "pairs":
+        sections.append("conditional")
+    for name in dict.fromkeys(sections):
+        section, default = getattr(cfg, name), getattr(defaults, name)
+        for f in dataclasses.fields(section):
+            if getattr(section, f.name) != getattr(default, f.name):
+                out.append(f"{name}.{f.name}={getattr(section, f.name)!r}")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Keys that moved: a YAML file naming one is refused with its new name; a saved config is upgraded silently
+
+MOVED_KEYS: dict[str, str] = {
+    **{
+        f"adversarial.{k}": f"seqgan.{k}"
+        for k in (
+            "g_steps d_steps d_epochs d_num_negatives d_batch_size batch_size num_rollouts rollout_update_rate "
+            "rollout_chunk_rows baseline ema_decay entropy_coef g_lr d_lr grad_clip"
+        ).split()
+    },
+    "conditional.attention": "generator.attention",
+    "conditional.d_hidden": "discriminator.pair_hidden",
+    "conditional.d_shared_encoder": "discriminator.shared_encoder",
+}
+"""Old dotted key -> new dotted key."""
+
+
+def _move_keys(tree: dict) -> tuple[dict, list[tuple[str, str]]]:
+    """``tree`` with every :data:`MOVED_KEYS` entry moved (a copy), and the moves made."""
+    tree = {k: dict(v) if isinstance(v, dict) else v for k, v in tree.items()}
+    moved = []
+    for old, new in MOVED_KEYS.items():
+        (s_old, k_old), (s_new, k_new) = old.split("."), new.split(".")
+        section = tree.get(s_old)
+        if isinstance(section, dict) and k_old in section:
+            value = section.pop(k_old)
+            target = tree.setdefault(s_new, {})
+            if isinstance(target, dict):
+                target.setdefault(k_new, value)
+            moved.append((old, new))
+    return tree, moved
+
+
+def config_from_saved(tree: dict) -> Config:
+    """The :class:`Config` of a saved run (a checkpoint's ``config`` entry), upgraded from moved keys."""
+    return from_dict(Config, _move_keys(tree)[0])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -482,14 +772,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
     if origin is Literal:
         choices = typing.get_args(tp)
@@ -548,6 +837,8 @@ def from_dict(cls: type, values: dict, prefix: str = "") -> Any:
     unknown = sorted(set(values) - names)
     if unknown:
         key = f"{prefix}{unknown[0]}"
+        if key in MOVED_KEYS:
+            raise ConfigError(f"config key {key!r} is now {MOVED_KEYS[key]!r}")
         raise ConfigError(f"unknown config key {key!r}; valid keys here: {sorted(names)}")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()}
     return cls(**kwargs)
@@ -610,7 +901,8 @@ def load_config(
         overrides: ``key=value`` strings with dotted keys.
         cls: the root dataclass.
     Raises:
-        ConfigError: unknown key, wrong type or invalid value, naming the key.
+        ConfigError: unknown key (a moved key is named with its new name), wrong type or invalid value, naming
+            the key; a YAML file that is empty or not a mapping.
         FileNotFoundError: the YAML file does not exist.
     """
     tree: dict = {}
@@ -623,13 +915,34 @@ def load_config(
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
         if loaded is None:
-            loaded = {}
+            raise ConfigError(
+                f"{path} is empty (or only comments): it would silently run every default setting; give at "
+                "least the settings of your run, or leave out --config to use the defaults on purpose"
+            )
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of config sections")
         tree = loaded
     if overrides:
         tree = _merge(tree, parse_overrides(overrides))
-    return from_dict(cls, tree)
+    cfg = from_dict(cls, tree)
+    cfg._set_keys = frozenset(_dotted(tree))  # what the file and the command line set (see explicit_keys)
+    return cfg
+
+
+def _dotted(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out += _dotted(v, f"{prefix}{k}.")
+        else:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def explicit_keys(cfg: Any) -> frozenset[str]:
+    """The dotted keys a YAML file or a command-line override set in a config made by :func:`load_config`
+    (empty for a config built in code: then every key counts as a default)."""
+    return getattr(cfg, "_set_keys", frozenset())
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
@@ -638,7 +951,7 @@ def save_config(cfg: Any, path: str | Path) -> None:
 
 
 def describe(cls: type = Config, prefix: str = "") -> str:
-    """Every key with its type, default and docstring (used by ``--help-config``)."""
+    """Every key with its type, default, range and docstring (used by ``--help-config``)."""
     import ast
     import inspect
     import textwrap
@@ -654,7 +967,6 @@ def describe(cls: type = Config, prefix: str = "") -> str:
         pass
     hints = _hints(cls)
     lines = []
-    defaults = cls() if prefix == "" else None
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
@@ -662,9 +974,10 @@ def describe(cls: type = Config, prefix: str = "") -> str:
             continue
         if f.default is not dataclasses.MISSING:
             default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
         else:
-            default = getattr(defaults, f.name, None)
-        lines.append(f"{prefix}{f.name} ({_type_name(tp)}, default {default!r}): {docs.get(f.name, '')}")
+            default = f.default_factory()  # type: ignore[misc]
+        rule = f" {f.metadata['range'].describe()}," if "range" in f.metadata else ""
+        lines.append(
+            f"{prefix}{f.name} ({_type_name(tp)},{rule} default {default!r}): {docs.get(f.name, '')}"
+        )
     return "\n".join(lines)

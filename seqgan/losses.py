@@ -1,7 +1,8 @@
 """Training objectives as plain functions with documented shapes.
 
-Currently: the masked maximum-likelihood loss of MLE pretraining (also NLL_test), the discriminator's binary cross-entropy, and
-the REINFORCE loss of SeqGAN's adversarial generator updates (Yu et al. 2017, arXiv 1609.05473, eq. 6) with an
+The masked maximum-likelihood loss of MLE pretraining (also NLL_test); the log-probabilities of sampled tokens
+under the distribution they were drawn from (:func:`sampled_log_probs`, the one gather every policy-gradient
+method uses); the discriminator's binary cross-entropy; the REINFORCE loss of SeqGAN's adversarial generator updates (Yu et al. 2017, arXiv 1609.05473, eq. 6) with an
 optional baseline and entropy bonus; ScratchGAN's dense per-step rewards (de Masson d'Autume et al. 2019, arXiv
 1905.09922): rewards from a per-prefix discriminator, discounted returns, the per-step EMA baseline and the masked
 per-prefix discriminator loss (the REINFORCE step itself is :func:`policy_gradient_loss` on the returns); the GAN
@@ -38,6 +39,59 @@ def sequence_nll(generator, tokens: torch.Tensor, temperature: float = 1.0) -> t
     if temperature != 1.0:
         logits = logits / temperature
     return F.cross_entropy(logits, tokens[mask], reduction="sum"), int(mask.sum())
+
+
+def token_log_probs(
+    logits: torch.Tensor, temperature: float = 1.0, banned: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Log-probabilities of the sampling distribution: ``log_softmax(logits / temperature)`` with the ``banned``
+    ids (PAD, BOS: ``Generator.never_sample``) at probability 0.
+
+    Args:
+        logits: ``(..., V)`` logits.
+        temperature: the sampling temperature.
+        banned: ``(K,)`` long ids excluded from sampling (None or empty: none).
+    Returns:
+        ``(..., V)`` float32 log-probabilities (``-inf`` at banned ids).
+    """
+    logits = logits.float()
+    if banned is not None and len(banned):
+        logits = logits.index_fill(-1, banned, float("-inf"))
+    if temperature != 1.0:
+        logits = logits / temperature
+    return F.log_softmax(logits, dim=-1)
+
+
+def sampled_log_probs(
+    generator, tokens: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of sampled ``tokens`` under the distribution they were drawn from, with gradient.
+
+    That distribution is the generator in eval mode (sampling and rollouts run without dropout, so the
+    policy-gradient log-probabilities must too: with dropout on they would belong to another policy), at
+    ``temperature``, with ``generator.never_sample`` excluded. The vocabulary projection runs at the real tokens
+    only (``Generator.masked_logits``). The generator's train/eval mode is restored afterwards.
+
+    Args:
+        generator: any :class:`~seqgan.models.base.Generator` (or a DDP wrapper of one).
+        tokens: ``(B, T)`` sampled ids.
+        mask: ``(B, T)`` bool, True for real tokens (up to and including the first EOS).
+        temperature: the sampling temperature.
+    Returns:
+        ``(B, T)`` log-probabilities of the chosen tokens (0 where ``mask`` is False) and the ``(N, V)``
+        log-distributions at the ``N`` real tokens (for the entropy).
+    """
+    was_training = generator.training
+    generator.eval()
+    try:
+        logits = generator.masked_logits(generator.teacher_inputs(tokens), mask)  # (N, V)
+    finally:
+        generator.train(was_training)
+    banned = torch.tensor(generator.never_sample, dtype=torch.long, device=tokens.device)
+    log_dist = token_log_probs(logits, temperature, banned)  # (N, V)
+    chosen = log_dist.gather(1, tokens[mask][:, None]).squeeze(1)  # (N,)
+    log_probs = torch.zeros(tokens.shape, dtype=chosen.dtype, device=tokens.device)
+    return log_probs.masked_scatter(mask, chosen), log_dist
 
 
 def discriminator_bce(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -288,7 +342,19 @@ def wasserstein_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def clip_weights_(module: torch.nn.Module, clip_value: float) -> None:
-    """WGAN weight clipping: clamps every parameter of ``module`` to ``[-clip_value, clip_value]`` in place."""
+    """WGAN weight clipping: clamps every parameter of ``module`` to ``[-clip_value, clip_value]`` in place.
+
+    Raises:
+        ValueError: ``module`` has parametrised weights (e.g. spectral normalization): clipping would act on the
+            unnormalized originals, not on the weights the module computes with.
+    """
+    from torch.nn.utils import parametrize
+
+    if any(parametrize.is_parametrized(m) for m in module.modules()):
+        raise ValueError(
+            "weight clipping on a module with parametrised weights (spectral normalization?) would clip the "
+            "unnormalized originals; use the wgan-gp loss or drop the parametrisation"
+        )
     for p in module.parameters():
         p.clamp_(-clip_value, clip_value)
 

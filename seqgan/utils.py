@@ -1,4 +1,4 @@
-"""Run utilities: seeding, device choice, structured metrics logging."""
+"""Run utilities: seeding, the Adam optimizer, structured metrics logging."""
 
 from __future__ import annotations
 
@@ -33,16 +33,6 @@ def adam(params, lr: float, **kwargs) -> torch.optim.Adam:
     tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
     fused = bool(tensors) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
     return torch.optim.Adam(params, lr=lr, fused=fused or None, **kwargs)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise ``torch.device(name)`` (checked)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use device=cpu or auto")
-    return device
 
 
 class MetricsLogger:

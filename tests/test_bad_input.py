@@ -1,5 +1,7 @@
 """Bad input, run through the recipes as a user runs them: each case must stop with a clear message naming the
-problem, a non-zero exit and no traceback, and leave the files already in ``out_dir`` untouched.
+problem, a non-zero exit and no traceback, and leave the files already in ``out_dir`` untouched. Cases that start
+a run anew pass ``--overwrite``: the earlier run's files must survive anyway, since a stage removes them only once
+its inputs are checked.
 
 All cases start at once (one subprocess each) in a module fixture; the tests then read their results.
 """
@@ -15,7 +17,7 @@ import torch
 
 from seqgan.checkpoint import save_checkpoint
 from seqgan.config import load_config
-from seqgan.training import make_checkpoint, new_models, prepare_data
+from seqgan.runs import make_checkpoint, new_models, prepare_data
 from tests.conftest import ROOT
 
 TINY = ["--config", "recipes/configs/tiny.yaml", "num_threads=1"]
@@ -25,9 +27,9 @@ SENTINELS = {  # files a previous run left in out_dir
 }
 
 
-def _pretrain_checkpoint(path: Path, *overrides: str) -> Path:
-    """A finished-looking pretrain checkpoint of the tiny config (fresh weights: nothing is trained)."""
-    cfg = load_config(ROOT / "recipes/configs/tiny.yaml", list(overrides))
+def _pretrain_checkpoint(path: Path, *overrides: str, config: str = "tiny.yaml") -> Path:
+    """A finished-looking pretrain checkpoint of a shipped config (fresh weights: nothing is trained)."""
+    cfg = load_config(ROOT / "recipes/configs" / config, list(overrides))
     data = prepare_data(cfg)
     gen, disc = new_models(cfg, data.tokenizer, torch.device("cpu"))
     payload = make_checkpoint(cfg, data.tokenizer, gen, disc, {}, 0, "pretrain")
@@ -45,6 +47,8 @@ def _cases(tmp: Path) -> dict[str, tuple[str, list[str], str]]:
     _pretrain_checkpoint(tmp / "other" / "pretrain.pt", "tokenizer.min_freq=1")
     (tmp / "truncated.pt").write_bytes(good.read_bytes()[:1000])
     _pretrain_checkpoint(tmp / "wide" / "pretrain.pt", "generator.hidden_dim=24")
+    chat = _pretrain_checkpoint(tmp / "chat" / "pretrain.pt", config="chat_tiny.yaml")
+    _pretrain_checkpoint(tmp / "chat_other" / "pretrain.pt", "tokenizer.min_freq=2", config="chat_tiny.yaml")
     return {
         "empty corpus": (
             "pretrain",
@@ -73,7 +77,7 @@ def _cases(tmp: Path) -> dict[str, tuple[str, list[str], str]]:
             ["--config", str(tmp / "wrong_type.yaml")],
             "generator.hidden_dim: expected an integer, got 'abc' (str)",
         ),
-        "max_len below 2": ("pretrain", ["data.max_len=1"], "data.max_len must be at least 2, got 1"),
+        "max_len below 2": ("pretrain", ["data.max_len=1"], "data.max_len must be >= 2, got 1"),
         "truncated checkpoint": (
             "adversarial",
             [f"adversarial.pretrain_checkpoint={tmp / 'truncated.pt'}"],
@@ -100,6 +104,16 @@ def _cases(tmp: Path) -> dict[str, tuple[str, list[str], str]]:
             ["--resume"],
             "tokenizer.min_freq 1 in checkpoint vs 2 in config; vocabulary size",
         ),
+        "resume a chat run from another vocabulary": (
+            "adversarial",
+            [
+                "--config",
+                "recipes/configs/chat_tiny.yaml",
+                "--resume",
+                f"adversarial.pretrain_checkpoint={chat}",
+            ],
+            "does not fit this run (different tokenizer or model shape): tokenizer.min_freq 2 in checkpoint vs 1",
+        ),
         "resume without a checkpoint": (
             "pretrain",
             ["--resume", "out_dir=MISSING"],
@@ -112,6 +126,7 @@ REPLACE = {  # out_dir holds a checkpoint of another run: (file name, run it com
     "resume from another vocabulary": ("pretrain.pt", "other"),
     "checkpoint from another vocabulary": ("adversarial.pt", "other"),
     "checkpoint of another model shape": ("adversarial.pt", "wide"),
+    "resume a chat run from another vocabulary": ("adversarial.pt", "chat_other"),
 }
 SUBPROCESS_CASES = ["empty corpus", "wrong YAML type", "truncated checkpoint"]
 
@@ -135,6 +150,8 @@ def _prepare(tmp: Path, cases: dict, name: str, suffix: str = "") -> tuple[str, 
     if "out_dir=MISSING" in args:
         args = [a for a in args if a != "out_dir=MISSING"] + [f"out_dir={tmp / 'nothing_here'}"]
     argv = (["num_threads=1"] if "--config" in args else TINY) + args
+    if "--resume" not in argv:
+        argv.append("--overwrite")
     if not any(a.startswith("out_dir=") for a in args):
         argv.append(f"out_dir={out}")
     snapshot = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
@@ -157,6 +174,7 @@ CASES = [
     "checkpoint of another model shape",
     "resume from a truncated checkpoint",
     "resume from another vocabulary",
+    "resume a chat run from another vocabulary",
     "resume without a checkpoint",
 ]
 

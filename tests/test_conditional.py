@@ -9,26 +9,22 @@ import pytest
 import torch
 from torch import nn
 
-from seqgan.conditional import (
+from seqgan.config import ConditionalConfig, ConfigError, SeqGANConfig, load_config
+from seqgan.data.datasets import DataError
+from seqgan.data.pairs import Pairs, chitchat_pairs, encode_pairs, load_pairs, mismatched_indices
+from seqgan.data.tokenizers import WordTokenizer
+from seqgan.metrics.responses import evaluator_scores, pair_bleu, response_metrics
+from seqgan.models import (
     BoundDiscriminator,
     BoundGenerator,
-    ConditionalConfig,
-    ConditionalTrainer,
     PairDiscriminator,
     Seq2SeqLSTM,
     Seq2SeqTransformer,
-    encode_pairs,
-    load_pairs,
-    mismatched_indices,
 )
-from seqgan.conditional.metrics import evaluator_scores, pair_bleu, response_metrics
-from seqgan.conditional.pairs import Pairs, chitchat_pairs
-from seqgan.conditional.trainer import pair_negatives
-from seqgan.config import ConfigError, load_config
-from seqgan.data.datasets import DataError
-from seqgan.data.tokenizers import WordTokenizer
 from seqgan.rollout import MonteCarloRollout
 from seqgan.sampling import sample
+from seqgan.trainers import ConditionalTrainer
+from seqgan.trainers.conditional import pair_negatives
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -233,21 +229,22 @@ def _trainer(tf_every=1, mismatch=0.5, seed=0, kind="lstm"):
     responses = torch.cat([torch.randint(3, vocab, (n, 3), generator=g), torch.full((n, 1), EOS)], dim=1)
     model = Seq2SeqLSTM(vocab, 8, 8) if kind == "lstm" else Seq2SeqTransformer(vocab, 8, 1, 2, 8)
     disc = PairDiscriminator(vocab, 8, [1, 2], [4, 4], dropout=0.0, hidden=8)
-    cfg = ConditionalConfig(
+    cfg = SeqGANConfig(
         batch_size=6,
         num_rollouts=2,
-        max_len=5,
         g_lr=1e-2,
         d_lr=1e-2,
-        mismatch_fraction=mismatch,
-        teacher_forcing_every=tf_every,
         d_steps=1,
         d_epochs=1,
         d_num_negatives=12,
         d_batch_size=6,
     )
+    conditional = ConditionalConfig(mismatch_fraction=mismatch, teacher_forcing_every=tf_every)
     rng, data_rng = torch.Generator().manual_seed(seed + 1), torch.Generator().manual_seed(seed + 2)
-    return ConditionalTrainer(model, disc, cfg, contexts, responses, rng, data_rng), model, disc
+    trainer = ConditionalTrainer(
+        model, disc, cfg, conditional, contexts, responses, max_len=5, rng=rng, data_rng=data_rng
+    )
+    return trainer, model, disc
 
 
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -283,11 +280,11 @@ def test_teacher_forcing_is_an_mle_step_on_the_human_responses():
     diff = _changed(_snapshot(model_no), model_tf)
     assert diff == set(_snapshot(model_no))
     # replaying the MLE step on the no-teacher-forcing trainer reproduces the teacher-forced parameters
-    from seqgan.training import mle_step
+    from seqgan.trainers.steps import mle_step
 
     trainer_no.bind(trainer_no.contexts[index])
     mle_step(
-        trainer_no.generator, trainer_no.g_optimizer, trainer_no.responses[index], trainer_no.config.grad_clip
+        trainer_no.bound, trainer_no.g_optimizer, trainer_no.responses[index], trainer_no.config.grad_clip
     )
     for k, v in model_tf.state_dict().items():
         torch.testing.assert_close(model_no.state_dict()[k], v)
@@ -317,13 +314,13 @@ def test_train_epoch_and_state_roundtrip_are_deterministic():
     assert {"rollout/reward_mean", "discriminator/loss", "time/generator_s"} <= set(m)
     b, model_b, disc_b = _trainer(seed=3)
     b.train_epoch()
-    for k, v in a.model.state_dict().items():
+    for k, v in a.generator.state_dict().items():
         assert torch.equal(v, model_b.state_dict()[k])
     state = a.state_dict()
     c, model_c, _ = _trainer(seed=4)
     c.load_state_dict(state)
     assert torch.equal(c.data_rng.get_state(), a.data_rng.get_state())
-    for k, v in a.model.state_dict().items():
+    for k, v in a.generator.state_dict().items():
         assert torch.equal(v, model_c.state_dict()[k])
 
 

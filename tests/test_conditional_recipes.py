@@ -83,9 +83,9 @@ def test_chat_pipeline(root, tmp_path, capsys):
     greedy = _chat(root, out / "pretrain.pt", "hello\nhello\n", "--greedy")
     assert len(greedy) == 2 and greedy[0] == greedy[1]
     # same seed, same replies (in-process, the function the recipe calls)
-    from seqgan.conditional.stages import load_conditional_run, reply
+    from seqgan.runs import load_run, reply
 
-    run = load_conditional_run(out / "adversarial.pt")
+    run = load_run(out / "adversarial.pt")
     again = [
         reply(run.generator, run.tokenizer, [line], 12, 12, rng=torch.Generator().manual_seed(3))[0]
         for line in ["hello"]

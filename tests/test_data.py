@@ -69,3 +69,41 @@ def test_missing_empty_and_non_utf8_files(tmp_path):
 def test_relative_paths_fall_back_to_project_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert check_text_file("data/coco/test_coco.txt").is_file()
+
+
+def _corpus(tmp_path, long_line: str):
+    (tmp_path / "train.txt").write_text("a man rides a bike\na dog on a bike\n" + long_line + "\n")
+    (tmp_path / "test.txt").write_text("a man on a bike\n")
+
+
+@pytest.mark.parametrize("overlong", ["drop", "truncate"])
+def test_the_vocabulary_comes_from_what_is_kept(tmp_path, overlong):
+    """A line dropped as overlong adds no word to the vocabulary; a truncated one only its kept words."""
+    from seqgan.config import load_config
+    from seqgan.runs import prepare_data
+
+    _corpus(tmp_path, "k1 k2 k3 k4 k5 k6 " + " ".join(f"tail{i}" for i in range(5000)))
+    cfg = load_config(None, [f"data.train={tmp_path / 'train.txt'}", f"data.test={tmp_path / 'test.txt'}",
+                             "data.max_len=6", f"data.overlong={overlong}"])  # fmt: skip
+    tok = prepare_data(cfg).tokenizer
+    words = set(tok.itos)
+    assert "tail4999" not in words and "tail0" not in words
+    assert ("k6" in words) == (overlong == "truncate")
+    assert tok.vocab_size == 4 + len({"a", "man", "rides", "bike", "dog", "on"}) + 6 * (
+        overlong == "truncate"
+    )
+
+
+def test_the_conditional_vocabulary_comes_from_what_is_kept(tmp_path):
+    from seqgan.config import load_config
+    from seqgan.runs import prepare_data
+
+    (tmp_path / "pairs.tsv").write_text(
+        "hello there\thi\n" + " ".join(f"old{i}" for i in range(50)) + " last words\tfine thanks\n"
+        "how are you\t" + " ".join(f"long{i}" for i in range(50)) + "\n"
+    )
+    cfg = load_config(None, [f"conditional.train={tmp_path / 'pairs.tsv'}", "generator.kind=seq2seq",
+                             "conditional.context_max_len=2", "data.max_len=5", "data.overlong=drop"])  # fmt: skip
+    words = set(prepare_data(cfg).tokenizer.itos)
+    assert {"last", "words", "fine", "thanks", "hello", "hi"} <= words  # a context keeps its last tokens
+    assert "old0" not in words and "long0" not in words and "how" not in words  # cut, or a dropped pair

@@ -1,9 +1,9 @@
-"""Discriminator training loops: length-bucketed batches (``seqgan.training.length_batches``)."""
+"""Discriminator training loops: length-bucketed batches (``seqgan.trainers.steps.length_batches``)."""
 
 import torch
 
 from seqgan.models.discriminator import CNNDiscriminator
-from seqgan.training import discriminator_accuracy, discriminator_epochs, length_batches
+from seqgan.trainers.steps import discriminator_accuracy, discriminator_epochs, length_batches
 
 
 def _corpus(n: int = 1000, t: int = 30, seed: int = 0) -> torch.Tensor:
@@ -81,7 +81,7 @@ def test_paired_length_batches_pair_similar_lengths():
 
 
 def test_discriminator_step_one_call_equals_two_calls():
-    from seqgan.training import discriminator_step
+    from seqgan.trainers.steps import discriminator_step
 
     torch.manual_seed(0)
     d = CNNDiscriminator(50, embed_dim=8, filter_sizes=(2, 3), num_filters=(8, 8), dropout=0.0)

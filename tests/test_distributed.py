@@ -72,7 +72,7 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
             "seed": distributed.rank_seed(5),
             "gathered": distributed.gather_objects({"rank": rank}),
             "per_rank": distributed.per_rank_config(
-                load_config(None, ["adversarial.batch_size=64", "adversarial.d_num_negatives=101"])
+                load_config(None, ["seqgan.batch_size=64", "seqgan.d_num_negatives=101"])
             ),
         },
         f"{out_dir}/rank{rank}.pt",
@@ -104,7 +104,7 @@ def test_two_gloo_ranks(tmp_path):
     assert r0["seed"] == 5 and r1["seed"] == 5 + distributed.RANK_SEED_STRIDE
     assert r0["gathered"] == [{"rank": 0}, {"rank": 1}]
     per_rank = r0["per_rank"]
-    assert (per_rank.adversarial.batch_size, per_rank.adversarial.d_num_negatives) == (32, 50)
+    assert (per_rank.seqgan.batch_size, per_rank.seqgan.d_num_negatives) == (32, 50)
     assert per_rank.pretrain.batch_size == 32 and per_rank.seed == 0  # default 64, halved; seed untouched
 
 
@@ -193,4 +193,35 @@ def test_torchrun_pretrain_and_adversarial(tmp_path):
     assert adv_sums[0] != adv_sums[-1]
     ckpt = torch.load(tmp_path / "adversarial.pt", weights_only=True)
     assert len(ckpt["rank_rng"]) == 2  # both ranks' random streams, for --resume with 2 processes
-    assert ckpt["config"]["adversarial"]["batch_size"] == 16  # the global batch, not the per-rank one
+    assert ckpt["config"]["seqgan"]["batch_size"] == 16  # the global batch, not the per-rank one
+
+
+def test_torchrun_conditional_chatbot_with_bf16_nan_skip_and_kept_checkpoints(tmp_path):
+    """The chatbot goes through the same stages: two processes, bf16 autocast, nan_policy=skip, numbered
+    checkpoints; the ranks stay bit-identical and one set of files is written."""
+    args = [
+        "--config",
+        "recipes/configs/chat_tiny.yaml",
+        f"out_dir={tmp_path}",
+        "pretrain.num_print_samples=0",
+        "precision=bf16",
+        "nan_policy=skip",
+        "checkpoint_keep=2",
+        "adversarial.eval_every=100",
+        "conditional.eval_num_pairs=20",
+    ]
+    pre = _torchrun("pretrain", args)
+    assert pre.returncode == 0, pre.stderr[-4000:]
+    adv = _torchrun("adversarial", args)
+    assert adv.returncode == 0, adv.stderr[-4000:]
+    for res in (pre, adv):
+        sums = _checksums(res.stderr)
+        assert set(sums) == {0, 1} and sums[0] == sums[1] and len(sums[0]) >= 2
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"adversarial_0001.pt", "adversarial_0002.pt", "adversarial.pt", "pretrain.pt"} <= names
+    ckpt = torch.load(tmp_path / "adversarial.pt", weights_only=True)
+    assert len(ckpt["rank_rng"]) == 2 and ckpt["generator"]["spec"]["kind"] == "seq2seq"
+    assert ckpt["config"]["precision"] == "bf16" and ckpt["config"]["nan_policy"] == "skip"
+    records = [json.loads(line) for line in (tmp_path / "adversarial_metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2] and records[-1]["nan/skipped_steps"] == 0
+    assert "generator/teacher_forcing_nll" in records[-1] and "discriminator/acc_mismatch" in records[-1]

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqgan.config import ConfigError, load_config
+from seqgan.config import ConfigError, GumbelConfig, load_config
 from seqgan.losses import GAN_LOSSES
 from seqgan.models.discriminator import CNNDiscriminator
 from seqgan.models.lstm import LSTMGenerator
-from seqgan.trainers import GumbelTrainer, GumbelTrainerConfig, build_trainer
+from seqgan.trainers import GumbelTrainer, build_trainer
 from seqgan.trainers.gumbel import SCHEDULES, inverse_temperature, relaxed_sample
 
 VOCAB, PAD, BOS, EOS, T = 10, 0, 1, 2, 6
@@ -40,10 +40,8 @@ def make_models(kind: str = "lstm", seed: int = 0):
 
 def make_trainer(kind: str = "lstm", seed: int = 0, **overrides) -> GumbelTrainer:
     gen, disc = make_models(kind, seed)
-    cfg = GumbelTrainerConfig(
-        **{"batch_size": 8, "max_len": T, "anneal_steps": 10, "g_lr": 1e-2, **overrides}
-    )
-    return GumbelTrainer(gen, disc, cfg, rng=torch.Generator().manual_seed(seed + 100))
+    cfg = GumbelConfig(**{"batch_size": 8, "anneal_steps": 10, "g_lr": 1e-2, **overrides})
+    return GumbelTrainer(gen, disc, cfg, max_len=T, rng=torch.Generator().manual_seed(seed + 100))
 
 
 def real_batch(n: int = 8, seed: int = 0) -> torch.Tensor:
@@ -243,11 +241,32 @@ def test_from_config_and_validation():
     )
     gen, disc = make_models()
     tr = build_trainer(cfg, gen, disc, torch.Generator().manual_seed(0))
-    assert isinstance(tr, GumbelTrainer) and disc.spectral_norm
-    assert tr.config.anneal_steps == cfg.adversarial.epochs * 4 and tr.config.max_len == cfg.data.max_len
+    assert isinstance(tr, GumbelTrainer) and disc.spectral_norm and tr.config is cfg.gumbel
+    assert tr.anneal_steps == cfg.adversarial.epochs * 4 and tr.max_len == cfg.data.max_len
+    # anneal_steps=0 means "the whole run": a trainer built in code must be told how long that is
+    with pytest.raises(ValueError, match="total_steps"):
+        GumbelTrainer(*make_models(), GumbelConfig(), max_len=T)
+    assert GumbelTrainer(*make_models(), GumbelConfig(), max_len=T, total_steps=7).anneal_steps == 7
+    assert GumbelTrainer(*make_models(), GumbelConfig(anneal_steps=3), max_len=T).anneal_steps == 3
     with pytest.raises(ConfigError, match="gumbel.label_smoothing"):
         load_config(None, ["gumbel.loss=hinge", "gumbel.label_smoothing=0.1"])
     with pytest.raises(ConfigError, match="gumbel.relaxation"):
         load_config(None, ["gumbel.relaxation=argmax"])
     with pytest.raises(ConfigError, match="max_inverse_temperature"):
         load_config(None, ["gumbel.max_inverse_temperature=0.5"])
+
+
+def test_weight_clipping_with_spectral_norm_is_refused():
+    """Weight clipping on a spectrally normalized discriminator would clip the parametrisation's originals."""
+    with pytest.raises(ConfigError, match="gumbel.spectral_norm=true with gumbel.loss=wasserstein"):
+        load_config(
+            None, ["adversarial.method=gumbel", "gumbel.loss=wasserstein", "gumbel.spectral_norm=true"]
+        )
+    gen, disc = make_models()
+    disc.enable_spectral_norm()  # e.g. a checkpoint trained with spectral normalization
+    with pytest.raises(ValueError, match="wasserstein"):
+        GumbelTrainer(gen, disc, GumbelConfig(loss="wasserstein", anneal_steps=5), max_len=T)
+    from seqgan.losses import clip_weights_
+
+    with pytest.raises(ValueError, match="parametrised"):
+        clip_weights_(disc, 0.01)

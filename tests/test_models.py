@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from seqgan.losses import sequence_nll
-from seqgan.models import CNNDiscriminator, Generator, LSTMGenerator, generator_from_spec
+from seqgan.models import CNNDiscriminator, Generator, LSTMGenerator, generator_class
 from seqgan.models.transformer import TransformerGenerator
 
 
@@ -32,7 +32,7 @@ def test_spec_round_trip(gen, tmp_path):
     gen.eval()
     torch.save({"spec": gen.spec(), "sd": gen.state_dict()}, tmp_path / "g.pt")
     blob = torch.load(tmp_path / "g.pt", weights_only=True)
-    again = generator_from_spec(blob["spec"])
+    again = generator_class(blob["spec"]["kind"]).from_spec(blob["spec"])
     again.load_state_dict(blob["sd"])
     again.eval()
     x = torch.randint(0, 30, (2, 6))
@@ -97,7 +97,7 @@ def test_masked_logits_equal_full_forward(gen):
 
 
 def test_mle_step_ignores_trailing_padding():
-    from seqgan.training import mle_step
+    from seqgan.trainers.steps import mle_step
 
     torch.manual_seed(0)
     tokens = torch.tensor([[5, 6, 2, 0, 0, 0], [7, 2, 0, 0, 0, 0]])

@@ -18,18 +18,19 @@ def _run_recipe_module():
 
 
 def test_aggregate_seeds_by_hand():
-    run = _run_recipe_module()
+    from seqgan.stages.pipeline import aggregate_seeds
+
     runs = {
         0: {"rows": {"MLE": {"bleu2": 0.1, "fed": None}}, "wall_s": {"total": 2.0}},
         1: {"rows": {"MLE": {"bleu2": 0.3, "fed": None}}, "wall_s": {"total": 3.0}},
         2: {"rows": {"MLE": {"bleu2": 0.5, "fed": None}}, "wall_s": {"total": 4.0}},
     }
-    out = run.aggregate_seeds(runs)
+    out = aggregate_seeds(runs)
     assert out["seeds"] == [0, 1, 2] and out["wall_s"] == {"total": 9.0}
     assert out["mean"]["MLE"]["bleu2"] == pytest.approx(0.3)
     assert out["std"]["MLE"]["bleu2"] == pytest.approx(0.2)  # sqrt((0.04 + 0 + 0.04) / 2)
     assert out["mean"]["MLE"]["fed"] is None and out["std"]["MLE"]["fed"] is None
-    one = run.aggregate_seeds({5: runs[0]})
+    one = aggregate_seeds({5: runs[0]})
     assert one["std"]["MLE"]["bleu2"] == 0.0
 
 

@@ -9,11 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from seqgan.config import ConfigError, SeqGANConfig
 from seqgan.losses import entropy_bonus, policy_gradient_loss
 from seqgan.models.discriminator import CNNDiscriminator
 from seqgan.models.lstm import LSTMGenerator
 from seqgan.sampling import sample
-from seqgan.trainers import PolicyGradientConfig, PolicyGradientTrainer
+from seqgan.trainers import PolicyGradientTrainer
 
 VOCAB, PAD, BOS, EOS, T = 10, 0, 1, 2, 6
 
@@ -34,10 +35,12 @@ def make_models(kind: str = "lstm", seed: int = 0):
     return gen, disc
 
 
-def make_trainer(kind: str = "lstm", seed: int = 0, **overrides) -> PolicyGradientTrainer:
+def make_trainer(kind: str = "lstm", seed: int = 0, max_len: int = T, **overrides) -> PolicyGradientTrainer:
     gen, disc = make_models(kind, seed)
-    cfg = PolicyGradientConfig(**{"batch_size": 6, "num_rollouts": 3, "max_len": T, **overrides})
-    return PolicyGradientTrainer(gen, disc, cfg, rng=torch.Generator().manual_seed(seed + 100))
+    cfg = SeqGANConfig(**{"batch_size": 6, "num_rollouts": 3, **overrides})
+    return PolicyGradientTrainer(
+        gen, disc, cfg, max_len=max_len, rng=torch.Generator().manual_seed(seed + 100)
+    )
 
 
 def snapshot(module: nn.Module) -> list[torch.Tensor]:
@@ -110,13 +113,13 @@ def test_ema_baseline_updated_after_use():
     trainer = make_trainer(baseline="ema", ema_decay=0.9, max_len=4)
     # first use: no history, the batch's own step means; then they initialise the average
     torch.testing.assert_close(trainer.baseline(REWARDS, MASK), STEP_MEANS)
-    trainer._update_ema(REWARDS, MASK)
+    trainer.update_baseline(REWARDS, MASK)
     torch.testing.assert_close(trainer.baseline_ema, STEP_MEANS)
     second = torch.tensor([[1.0, 0.0, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.5, 0.0]])
     mask2 = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 0]]).bool()
     # used before being updated: the second batch sees the first batch's values
     torch.testing.assert_close(trainer.baseline(second, mask2), STEP_MEANS)
-    trainer._update_ema(second, mask2)
+    trainer.update_baseline(second, mask2)
     means2 = torch.tensor([1 / 3, 0.5, 0.5, 0.5])  # column 3 has no real token: unchanged
     expected = 0.9 * STEP_MEANS + 0.1 * means2
     expected[3] = STEP_MEANS[3]
@@ -209,10 +212,12 @@ def test_state_dict_round_trip_gives_identical_next_steps():
 
 
 def test_config_validation():
-    with pytest.raises(ValueError):
-        PolicyGradientConfig(baseline="median")
-    with pytest.raises(ValueError):
-        PolicyGradientConfig(ema_decay=1.0)
+    with pytest.raises(ConfigError, match="seqgan.baseline"):
+        SeqGANConfig(baseline="median")
+    with pytest.raises(ConfigError, match=r"seqgan.ema_decay must be in \[0, 1\)"):
+        SeqGANConfig(ema_decay=1.0)
+    with pytest.raises(ConfigError, match="seqgan.num_rollouts must be >= 1"):
+        SeqGANConfig(num_rollouts=0)
 
 
 # ---------------------------------------------------------------------------------------------- end to end
@@ -247,7 +252,7 @@ def test_end_to_end_generator_learns_what_the_discriminator_prefers():
 
 
 def test_readme_snippet_imports():
-    from seqgan import MonteCarloRollout, PolicyGradientConfig, PolicyGradientTrainer  # noqa: F401
+    from seqgan import MonteCarloRollout, PolicyGradientTrainer, SeqGANConfig  # noqa: F401
 
 
 def test_train_epoch_runs_the_configured_schedule_and_changes_both_models():
@@ -266,10 +271,47 @@ def test_build_trainer_dispatches_on_method_and_rejects_unknown():
 
     gen, disc = make_models()
     cfg = Config()
-    cfg.data.max_len, cfg.adversarial.num_rollouts, cfg.adversarial.d_steps = T, 2, 3
+    cfg.data.max_len, cfg.seqgan.num_rollouts, cfg.seqgan.d_steps = T, 2, 3
     trainer = build_trainer(cfg, gen, disc)
     assert isinstance(trainer, PolicyGradientTrainer)
-    assert trainer.config.max_len == T and trainer.config.num_rollouts == 2 and trainer.config.d_steps == 3
+    assert trainer.config is cfg.seqgan  # the section is the trainer's config: no copied fields
+    assert trainer.max_len == T and trainer.config.num_rollouts == 2 and trainer.config.d_steps == 3
     cfg.adversarial.method = "nope"
     with pytest.raises(ConfigError, match="adversarial.method"):
         build_trainer(cfg, gen, disc)
+
+
+def test_policy_gradient_log_probs_are_those_of_the_sampling_policy_with_dropout():
+    """The samples are drawn in eval mode (no dropout), so the REINFORCE log-probabilities must be too: with a
+    dropout-0.25 generator in train mode, pg_loss with rewards of 1 must equal -mean(sample log-probs)."""
+    torch.manual_seed(0)
+    gen = LSTMGenerator(
+        VOCAB, embed_dim=8, hidden_dim=16, num_layers=2, dropout=0.25, pad_id=PAD, bos_id=BOS, eos_id=EOS
+    )
+    disc = CNNDiscriminator(
+        VOCAB, embed_dim=8, filter_sizes=(2, 3), num_filters=(8, 8), dropout=0.0, pad_id=PAD
+    )
+    trainer = PolicyGradientTrainer(
+        gen,
+        disc,
+        SeqGANConfig(batch_size=16, num_rollouts=2),
+        max_len=T,
+        rng=torch.Generator().manual_seed(3),
+    )
+    gen.train()
+    replay = torch.Generator().manual_seed(3)
+    expected = sample(gen, 16, T, rng=replay)  # the draws generator_step will make first
+
+    class Ones:  # reward 1 everywhere
+        def __call__(self, tokens, discriminator, num_rollouts, rng=None):
+            return torch.ones(tokens.shape)
+
+        def update_policy(self, generator):
+            pass
+
+    trainer.rollout = Ones()
+    metrics = trainer.generator_step()
+    assert metrics["generator/pg_loss"] == pytest.approx(
+        -float(expected.log_probs[expected.mask].mean()), abs=1e-5
+    )
+    assert gen.training  # the mode is restored

@@ -307,7 +307,7 @@ def test_adversarial_gumbel_and_resume(tiny_run, tmp_path, root):
 
 def test_compile_models_compiles_in_place():
     from seqgan.models.discriminator import CNNDiscriminator
-    from seqgan.training import compile_models
+    from seqgan.runtime import compile_models
 
     d = CNNDiscriminator(20, embed_dim=4, filter_sizes=(2,), num_filters=(3,))
     keys = list(d.state_dict())

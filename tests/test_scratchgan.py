@@ -19,16 +19,17 @@ from seqgan.losses import (
     masked_bce,
     policy_gradient_loss,
     prefix_rewards,
+    sampled_log_probs,
     step_means,
 )
-from seqgan.models import build_discriminator, discriminator_from_spec
+from seqgan.models import build_discriminator, discriminator_class
 from seqgan.models.discriminator import CNNDiscriminator
 from seqgan.models.lstm import LSTMGenerator
 from seqgan.models.rnn_discriminator import RNNDiscriminator
+from seqgan.runs import load_run, make_checkpoint
 from seqgan.sampling import sample
 from seqgan.trainers import TRAINERS, ScratchGANTrainer, build_trainer
 from seqgan.trainers.scratchgan import init_embeddings, read_vectors, vocab_strings
-from seqgan.training import load_run, make_checkpoint
 
 VOCAB, PAD, BOS, EOS, T = 10, 0, 1, 2, 6
 
@@ -163,7 +164,7 @@ def test_rnn_discriminator_shapes_and_causality():
     other = tokens.clone()
     other[:, 3:] = torch.randint(3, VOCAB, (8, T - 3))
     assert torch.allclose(disc.prefix_logits(other)[:, :3], logits[:, :3])
-    rebuilt = discriminator_from_spec(disc.spec())
+    rebuilt = discriminator_class(disc.spec()["kind"]).from_spec(disc.spec())
     rebuilt.load_state_dict(disc.state_dict())
     assert isinstance(rebuilt, RNNDiscriminator) and torch.equal(rebuilt.eval().prefix_logits(tokens), logits)
 
@@ -187,10 +188,32 @@ def test_tokens_after_eos_change_neither_rewards_nor_discriminator_loss():
 
 
 def test_generator_log_probs_are_those_of_the_sampling_distribution():
+    """The REINFORCE log-probabilities are the sampling distribution's: temperature, and no dropout (samples are
+    drawn in eval mode), whatever mode the generator is in."""
     trainer = make_trainer(temperature=0.7)
+    torch.manual_seed(0)
+    trainer.generator = LSTMGenerator(
+        VOCAB, 8, 16, num_layers=2, dropout=0.25, pad_id=PAD, bos_id=BOS, eos_id=EOS
+    )
     samples = sample(trainer.generator, 8, T, temperature=0.7, rng=torch.Generator().manual_seed(3))
-    log_probs, _ = trainer.sampling_log_probs(samples.tokens, samples.mask)
-    assert torch.allclose(log_probs, samples.log_probs, atol=1e-5)
+    trainer.generator.train()
+    log_probs, _ = sampled_log_probs(trainer.generator, samples.tokens, samples.mask, 0.7)
+    assert torch.allclose(log_probs, samples.log_probs, atol=1e-5) and trainer.generator.training
+    # the generator step scores its samples with that function (dropout would make it differ by ~0.1 nats)
+    calls = []
+
+    def spy(gen, tokens, mask, temperature):
+        calls.append(gen.training)
+        return sampled_log_probs(gen, tokens, mask, temperature)
+
+    import seqgan.trainers.scratchgan as module
+
+    original, module.sampled_log_probs = module.sampled_log_probs, spy
+    try:
+        trainer.generator_step()
+    finally:
+        module.sampled_log_probs = original
+    assert calls == [True]
 
 
 def test_generator_step_changes_only_the_generator():
@@ -348,8 +371,10 @@ def test_needs_a_per_prefix_discriminator():
 
 def test_config_and_registry(tmp_path):
     assert "scratchgan" in TRAINERS
+    # the method picks the discriminator it needs; an explicit CNN is refused
+    assert load_config(None, ["adversarial.method=scratchgan"]).discriminator_kind == "rnn"
     with pytest.raises(ConfigError, match="discriminator.kind=rnn"):
-        load_config(None, ["adversarial.method=scratchgan"])
+        load_config(None, ["adversarial.method=scratchgan", "discriminator.kind=cnn"])
     with pytest.raises(ConfigError, match="scratchgan.discount"):
         load_config(None, ["scratchgan.discount=2"])
     with pytest.raises(ConfigError, match="scratchgan.embedding_path"):
@@ -358,11 +383,11 @@ def test_config_and_registry(tmp_path):
         None, ["adversarial.method=scratchgan", "discriminator.kind=rnn", "discriminator.hidden_dim=24"]
     )
     tok = WordTokenizer(["a", "b"])
-    disc = build_discriminator(cfg.discriminator, tok)
+    disc = build_discriminator(cfg, tok)
     assert isinstance(disc, RNNDiscriminator) and disc.hidden_dim == 24 and disc.eos_id == tok.eos_id
     gen = LSTMGenerator(tok.vocab_size, 32, 32)
     trainer = build_trainer(cfg, gen, disc)
-    assert isinstance(trainer, ScratchGANTrainer) and trainer.config.discount == 0.23
+    assert isinstance(trainer, ScratchGANTrainer) and trainer.config is cfg.scratchgan
 
     # checkpoints: the spec's kind picks the class; a CNN spec without a kind (older checkpoints) still loads
     path = save_checkpoint(make_checkpoint(cfg, tok, gen, disc, {}, 0, "test"), tmp_path / "rnn.pt")
@@ -373,7 +398,7 @@ def test_config_and_registry(tmp_path):
     )
     cnn = CNNDiscriminator(tok.vocab_size, 8, (2,), (4,))
     spec = {k: v for k, v in cnn.spec().items() if k != "kind"}
-    assert isinstance(discriminator_from_spec(spec), CNNDiscriminator)
+    assert discriminator_class(spec.get("kind", "cnn")) is CNNDiscriminator
 
 
 def test_embeddings_from_a_vectors_file(tmp_path):

@@ -117,6 +117,41 @@ class EncodeReport:
         return s
 
 
+def fit_length(
+    ids: list[int], max_len: int, overlong: str = "truncate", keep: str = "head"
+) -> list[int] | None:
+    """The one truncation rule of every encoder: ``ids`` cut to at most ``max_len`` tokens.
+
+    Args:
+        ids: token ids of one text.
+        max_len: most tokens kept.
+        overlong: ``"truncate"`` keeps ``max_len`` tokens, ``"drop"`` returns None for a longer text.
+        keep: which end a truncated text keeps: ``"head"`` (its first tokens: sentences, responses) or
+            ``"tail"`` (its last tokens: a dialogue context, whose end is what a response answers).
+    Returns:
+        The kept ids, or None when the text is dropped.
+    """
+    if len(ids) <= max_len:
+        return ids
+    if overlong == "drop":
+        return None
+    return ids[-max_len:] if keep == "tail" else ids[:max_len]
+
+
+def pad_row(ids: list[int], max_len: int, tokenizer: Tokenizer) -> list[int]:
+    """``y_1 .. y_n EOS PAD ..`` of length ``max_len`` (no EOS when ``n == max_len``); ``ids`` fit already."""
+    if len(ids) < max_len:
+        ids = ids + [tokenizer.eos_id]
+    return ids + [tokenizer.pad_id] * (max_len - len(ids))
+
+
+def count_unknown(ids: list[int], tokenizer: Tokenizer) -> int:
+    """How many of ``ids`` are the unknown token (0 when UNK doubles as EOS, as for some HF tokenizers)."""
+    if tokenizer.unk_id == tokenizer.eos_id:
+        return 0
+    return sum(1 for t in ids if t == tokenizer.unk_id)
+
+
 def encode_sentences(
     lines: list[str], tokenizer: Tokenizer, max_len: int, overlong: str = "truncate"
 ) -> tuple[torch.Tensor, EncodeReport]:
@@ -126,7 +161,8 @@ def encode_sentences(
         lines: raw sentences.
         tokenizer: any :class:`Tokenizer`.
         max_len: sequence length, EOS included when it fits.
-        overlong: ``"truncate"`` keeps the first max_len tokens, ``"drop"`` removes the sentence.
+        overlong: ``"truncate"`` keeps the first max_len tokens, ``"drop"`` removes the sentence
+            (:func:`fit_length`).
     Returns:
         ``(tokens, report)``; sentences that encode to no token at all are dropped and counted.
     """
@@ -138,24 +174,17 @@ def encode_sentences(
     rep = EncodeReport(total=len(lines))
     for i, line in enumerate(lines):
         ids = tokenizer.encode(line)
-        if not ids:
+        kept = fit_length(ids, max_len, overlong) if ids else None
+        if kept is None:
             rep.dropped += 1
+            if ids and len(rep.examples) < 5:
+                rep.examples.append(i)
             continue
-        if len(ids) > max_len:
-            if overlong == "drop":
-                rep.dropped += 1
-                if len(rep.examples) < 5:
-                    rep.examples.append(i)
-                continue
-            ids = ids[:max_len]
-            rep.truncated += 1
-        rep.unk_tokens += sum(
-            1 for t in ids if t == tokenizer.unk_id and tokenizer.unk_id != tokenizer.eos_id
-        )
-        if len(ids) < max_len:
-            ids = ids + [tokenizer.eos_id]
-        rep.tokens += len(ids)
-        rows.append(ids + [tokenizer.pad_id] * (max_len - len(ids)))
+        rep.truncated += len(kept) < len(ids)
+        rep.unk_tokens += count_unknown(kept, tokenizer)
+        row = pad_row(kept, max_len, tokenizer)
+        rep.tokens += min(len(kept) + 1, max_len)
+        rows.append(row)
     rep.kept = len(rows)
     if not rows:
         raise DataError(

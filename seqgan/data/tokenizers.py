@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -100,9 +100,24 @@ class WordTokenizer(Tokenizer):
         lowercase: bool = True,
     ) -> WordTokenizer:
         """Counts words over ``lines``; keeps those with count >= min_freq, at most max_size of them."""
+        return cls.from_words(
+            (split_words(line, split, lowercase) for line in lines), min_freq, max_size, split, lowercase
+        )
+
+    @classmethod
+    def from_words(
+        cls,
+        texts: Iterable[list[str]],
+        min_freq: int = 1,
+        max_size: int | None = None,
+        split: str = "nltk",
+        lowercase: bool = True,
+    ) -> WordTokenizer:
+        """The vocabulary of already split ``texts`` (lists of words): count >= min_freq, at most max_size words,
+        by decreasing count then alphabetically."""
         counts: Counter[str] = Counter()
-        for line in lines:
-            counts.update(split_words(line, split, lowercase))
+        for words in texts:
+            counts.update(words)
         words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
         if max_size is not None:
             words = words[:max_size]
@@ -194,6 +209,11 @@ class SentencePieceTokenizer(Tokenizer):
 
     def _prep(self, text: str) -> str:
         return text.lower() if self.lowercase else text
+
+    def with_lowercase(self, lowercase: bool) -> SentencePieceTokenizer:
+        """The same model, lowercasing its inputs or not."""
+        self.lowercase = lowercase
+        return self
 
     def tokens(self, text: str) -> list[str]:
         return self.sp.encode(self._prep(text), out_type=str)
@@ -348,12 +368,39 @@ def tokenizer_from_state(state: dict) -> Tokenizer:
     return kinds[state["kind"]].from_state(state)
 
 
-def build_tokenizer(cfg, train_lines: list[str], lowercase: bool = True) -> Tokenizer:
-    """Builds the tokenizer that ``cfg`` (a TokenizerConfig) describes, training it on ``train_lines``."""
-    if cfg.kind == "word":
-        return WordTokenizer.train(train_lines, cfg.min_freq, cfg.max_size, cfg.word_split, lowercase)
-    if cfg.kind == "sentencepiece":
-        return SentencePieceTokenizer.train(train_lines, cfg.sp_vocab_size, cfg.sp_model_type, lowercase)
+def build_tokenizer(
+    cfg,
+    lines: list[str],
+    lowercase: bool = True,
+    kept: Callable[[Tokenizer], list[list[str]]] | None = None,
+) -> Tokenizer:
+    """Builds the tokenizer that ``cfg`` (a TokenizerConfig) describes, trained on ``lines``.
+
+    Args:
+        cfg: the ``tokenizer`` config section.
+        lines: the training texts.
+        lowercase: lowercase before tokenizing.
+        kept: the part of the training data the run keeps, as token strings: a function of a provisional
+            tokenizer (whose ``tokens`` split texts into the units that count towards ``max_len``) returning
+            the kept units of every kept text. The vocabulary is then built from those only, so a line dropped
+            as overlong (or the cut-off tail of a truncated one) adds nothing to it. None: all of ``lines``.
+    """
     if cfg.kind == "hf":
         return HFTokenizer.from_pretrained(cfg.hf_path, lowercase)
+    if cfg.kind == "word":
+        if kept is None:
+            return WordTokenizer.train(lines, cfg.min_freq, cfg.max_size, cfg.word_split, lowercase)
+        splitter = WordTokenizer([], cfg.word_split, lowercase)  # tokens() needs no vocabulary
+        return WordTokenizer.from_words(kept(splitter), cfg.min_freq, cfg.max_size, cfg.word_split, lowercase)
+    if cfg.kind == "sentencepiece":
+        tok = SentencePieceTokenizer.train(lines, cfg.sp_vocab_size, cfg.sp_model_type, lowercase)
+        if kept is None:
+            return tok
+        pieces = kept(tok)
+        if sum(map(len, pieces)) == sum(len(tok.tokens(line)) for line in lines):
+            return tok  # nothing was cut: the first model is the one
+        texts = [" ".join("".join(p).replace("\u2581", " ").split()) for p in pieces]
+        return SentencePieceTokenizer.train(
+            texts, cfg.sp_vocab_size, cfg.sp_model_type, lowercase=False
+        ).with_lowercase(lowercase)
     raise ValueError(f"unknown tokenizer kind {cfg.kind!r}")

@@ -143,7 +143,7 @@ class OracleLSTM(nn.Module):
         """Load oracle weights from a NumPy archive with the keys of :data:`PARAM_NAMES`.
 
         Args:
-            path: ``.npz`` file, e.g. the SeqGAN paper's weights (see :meth:`default_path`).
+            path: ``.npz`` file, e.g. the SeqGAN paper's weights (``recipes/prepare_oracle.py`` converts them).
             seq_len: sequence length (20 in the paper).
             start_token: start token id (0 in the paper).
 
@@ -161,37 +161,29 @@ class OracleLSTM(nn.Module):
         arrays = {name: getattr(self, name).detach().cpu().float().numpy() for name in PARAM_NAMES}
         np.savez(Path(path), **arrays)
 
-    @staticmethod
-    def default_path() -> Path | None:
-        """Path of the SeqGAN paper's oracle (``<project>/../shared/data/seqgan_oracle/seqgan_oracle.npz``).
-
-        Returns:
-            The path if the file exists, otherwise ``None``.
-        """
-        path = Path(__file__).resolve().parents[2].parent / "shared/data/seqgan_oracle/seqgan_oracle.npz"
-        return path if path.is_file() else None
-
     @classmethod
-    def load_or_random(cls, path: str | Path | None = None, seed: int = 0) -> tuple[OracleLSTM, str]:
-        """The paper's oracle if available, else a random N(0, 1) oracle of the paper's size.
+    def load_or_random(
+        cls, path: str | Path | None = None, seed: int = 0, seq_len: int = 20
+    ) -> tuple[OracleLSTM, str]:
+        """The oracle whose weights are at ``path`` (``.npz``, e.g. the SeqGAN paper's oracle converted by
+        ``recipes/prepare_oracle.py``), else a random N(0, 1) oracle of the paper's size from ``seed``.
 
         Args:
-            path: ``.npz`` file to load; ``None`` uses :meth:`default_path`. A given path that does not exist
-                raises ``FileNotFoundError`` (no silent fallback).
-            seed: seed for the random fallback.
-
+            path: ``.npz`` file to load, or None for the random oracle. A path that does not exist raises
+                ``FileNotFoundError`` (no silent fallback).
+            seed: seed of the random oracle.
+            seq_len: sequence length T.
         Returns:
-            ``(oracle, kind)`` with ``kind`` ``"seqgan_paper"`` (loaded from file) or ``"random"``.
+            ``(oracle, kind)`` with ``kind`` ``"file"`` (loaded from ``path``) or ``"random"``.
         """
         if path is not None:
             path = Path(path)
             if not path.is_file():
-                raise FileNotFoundError(path)
-            return cls.from_npz(path), "seqgan_paper"
-        default = cls.default_path()
-        if default is not None:
-            return cls.from_npz(default), "seqgan_paper"
-        return cls.random(seed), "random"
+                raise FileNotFoundError(f"oracle weights not found: {path}")
+            return cls.from_npz(path, seq_len=seq_len), "file"
+        oracle = cls.random(seed)
+        oracle.seq_len = seq_len
+        return oracle, "random"
 
     # ------------------------------------------------------------------ cell
 

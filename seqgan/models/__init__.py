@@ -1,11 +1,45 @@
-"""Generators (LSTM, Hugging Face transformer) and discriminators, plus builders from config and spec."""
+"""Generators and discriminators behind one kind registry.
+
+Generators (the :class:`~seqgan.models.base.Generator` contract): ``lstm`` (:class:`LSTMGenerator`),
+``transformer`` (:class:`~seqgan.models.transformer.TransformerGenerator`, any Hugging Face causal LM), and the
+conditional encoder-decoders ``seq2seq`` (:class:`~seqgan.models.seq2seq.Seq2SeqLSTM`) and
+``seq2seq_transformer`` (:class:`~seqgan.models.seq2seq.Seq2SeqTransformer`). Discriminators: ``cnn``
+(:class:`CNNDiscriminator`), ``rnn`` (:class:`RNNDiscriminator`, one logit per prefix) and ``pair_cnn``
+(:class:`~seqgan.models.pair_discriminator.PairDiscriminator`, D(context, response)).
+
+:func:`build_generator` / :func:`build_discriminator` make fresh models from a :class:`~seqgan.config.Config`;
+:func:`generator_class` / :func:`discriminator_class` give the class of a checkpoint spec's ``kind`` (every model
+has ``spec()`` and ``from_spec(spec)``). ``transformers`` is imported only when a transformer is used.
+"""
 
 from __future__ import annotations
+
+from torch import nn
 
 from seqgan.models.base import Generator
 from seqgan.models.discriminator import CNNDiscriminator
 from seqgan.models.lstm import LSTMGenerator
+from seqgan.models.pair_discriminator import BoundDiscriminator, PairDiscriminator
 from seqgan.models.rnn_discriminator import RNNDiscriminator
+from seqgan.models.seq2seq import BoundGenerator, ConditionalGenerator, Seq2SeqLSTM, Seq2SeqTransformer
+
+__all__ = [
+    "BoundDiscriminator",
+    "BoundGenerator",
+    "CNNDiscriminator",
+    "ConditionalGenerator",
+    "Generator",
+    "LSTMGenerator",
+    "PairDiscriminator",
+    "RNNDiscriminator",
+    "Seq2SeqLSTM",
+    "Seq2SeqTransformer",
+    "TransformerGenerator",
+    "build_discriminator",
+    "build_generator",
+    "discriminator_class",
+    "generator_class",
+]
 
 
 def __getattr__(name):  # transformers is imported only when a transformer is used
@@ -13,92 +47,102 @@ def __getattr__(name):  # transformers is imported only when a transformer is us
         from seqgan.models.transformer import TransformerGenerator
 
         return TransformerGenerator
-    raise AttributeError(name)
+    raise AttributeError(f"module 'seqgan.models' has no attribute {name!r}")
 
 
-def build_generator(cfg, tokenizer, max_len: int) -> Generator:
-    """A fresh generator from a GeneratorConfig, sized to ``tokenizer`` (or loaded from a local directory)."""
-    ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
-    if cfg.kind == "lstm":
-        return LSTMGenerator(
-            tokenizer.vocab_size, cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout, **ids
-        )
-    if cfg.kind == "transformer":
+def generator_class(kind: str) -> type[nn.Module]:
+    """The generator class of a spec's ``kind``; ValueError for an unknown kind."""
+    if kind == "transformer":
         from seqgan.models.transformer import TransformerGenerator
 
-        if cfg.pretrained_path:
-            gen = TransformerGenerator.from_pretrained(cfg.pretrained_path, **ids)
+        return TransformerGenerator
+    kinds = {"lstm": LSTMGenerator, "seq2seq": Seq2SeqLSTM, "seq2seq_transformer": Seq2SeqTransformer}
+    if kind not in kinds:
+        raise ValueError(
+            f"unknown generator kind {kind!r} (known: lstm, transformer, seq2seq, seq2seq_transformer)"
+        )
+    return kinds[kind]
+
+
+def discriminator_class(kind: str) -> type[nn.Module]:
+    """The discriminator class of a spec's ``kind`` (a spec without one is a CNN); ValueError when unknown."""
+    kinds = {"cnn": CNNDiscriminator, "rnn": RNNDiscriminator, "pair_cnn": PairDiscriminator}
+    if kind not in kinds:
+        raise ValueError(f"unknown discriminator kind {kind!r} (known: {', '.join(kinds)})")
+    return kinds[kind]
+
+
+def is_conditional(spec: dict) -> bool:
+    """Whether a generator spec describes a conditional (context -> response) generator."""
+    return str(spec.get("kind", "")).startswith("seq2seq")
+
+
+def build_generator(cfg, tokenizer) -> nn.Module:
+    """A fresh generator for ``cfg`` (a :class:`~seqgan.config.Config`), sized to ``tokenizer``; with
+    ``generator.pretrained_path`` the transformer is loaded from that local directory.
+
+    Raises:
+        ValueError: the pretrained model does not fit the tokenizer (more token ids than embeddings, or special
+            ids outside its vocabulary).
+    """
+    g = cfg.generator
+    ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
+    if g.kind == "lstm":
+        return LSTMGenerator(tokenizer.vocab_size, g.embed_dim, g.hidden_dim, g.num_layers, g.dropout, **ids)
+    if g.kind == "seq2seq":
+        return Seq2SeqLSTM(
+            tokenizer.vocab_size, g.embed_dim, g.hidden_dim, g.num_layers, g.dropout, g.attention, **ids
+        )
+    if g.kind == "seq2seq_transformer":
+        positions = max(cfg.data.max_len, cfg.conditional.context_max_len) + 1
+        return Seq2SeqTransformer(
+            tokenizer.vocab_size, positions, g.n_layer, g.n_head, g.n_embd, g.dropout, **ids
+        )
+    if g.kind == "transformer":
+        from seqgan.models.transformer import TransformerGenerator
+
+        if g.pretrained_path:
+            gen = TransformerGenerator.from_pretrained(g.pretrained_path, **ids)
             if gen.vocab_size < tokenizer.vocab_size:
                 raise ValueError(
-                    f"the model at {cfg.pretrained_path} has {gen.vocab_size} token embeddings but the tokenizer "
+                    f"the model at {g.pretrained_path} has {gen.vocab_size} token embeddings but the tokenizer "
                     f"has {tokenizer.vocab_size} tokens; use the model's own tokenizer (tokenizer.kind=hf)"
                 )
             return gen
         return TransformerGenerator.from_config(
             tokenizer.vocab_size,
-            max_len,
-            n_layer=cfg.n_layer,
-            n_head=cfg.n_head,
-            n_embd=cfg.n_embd,
-            dropout=cfg.dropout,
-            model_type=cfg.model_type,
+            cfg.data.max_len,
+            n_layer=g.n_layer,
+            n_head=g.n_head,
+            n_embd=g.n_embd,
+            dropout=g.dropout,
+            model_type=g.model_type,
             **ids,
         )
-    raise ValueError(f"unknown generator kind {cfg.kind!r}")
+    raise ValueError(f"unknown generator kind {g.kind!r}")
 
 
-def generator_from_spec(spec: dict) -> Generator:
-    """Rebuilds a generator's architecture from ``Generator.spec()`` (weights are loaded separately)."""
-    if spec["kind"] == "lstm":
-        return LSTMGenerator.from_spec(spec)
-    if spec["kind"] == "transformer":
-        from seqgan.models.transformer import TransformerGenerator
-
-        return TransformerGenerator.from_spec(spec)
-    raise ValueError(f"unknown generator kind {spec['kind']!r}")
-
-
-def build_discriminator(cfg, tokenizer) -> CNNDiscriminator | RNNDiscriminator:
-    """A discriminator from a DiscriminatorConfig: the CNN (``kind: cnn``) or the per-prefix LSTM (``rnn``)."""
-    if getattr(cfg, "kind", "cnn") == "rnn":
-        return RNNDiscriminator(
+def build_discriminator(cfg, tokenizer) -> nn.Module:
+    """A fresh discriminator for ``cfg``: the kind :attr:`~seqgan.config.Config.discriminator_kind` resolves to
+    (the pair discriminator for the conditional task), sized by the ``discriminator`` section."""
+    d = cfg.discriminator
+    pad_id = tokenizer.pad_id if tokenizer.eos_id is not None else None  # fixed-length ids: no padding token
+    if cfg.task == "pairs":
+        return PairDiscriminator(
             tokenizer.vocab_size,
-            cfg.embed_dim,
-            cfg.hidden_dim,
-            cfg.num_layers,
-            cfg.dropout,
-            tokenizer.pad_id if tokenizer.eos_id is not None else None,
-            tokenizer.eos_id,
+            d.embed_dim,
+            d.filter_sizes,
+            d.num_filters,
+            d.dropout,
+            d.highway,
+            d.pair_hidden,
+            d.shared_encoder,
+            tokenizer.pad_id,
+        )
+    if cfg.discriminator_kind == "rnn":
+        return RNNDiscriminator(
+            tokenizer.vocab_size, d.embed_dim, d.hidden_dim, d.num_layers, d.dropout, pad_id, tokenizer.eos_id
         )
     return CNNDiscriminator(
-        tokenizer.vocab_size,
-        cfg.embed_dim,
-        cfg.filter_sizes,
-        cfg.num_filters,
-        cfg.dropout,
-        cfg.highway,
-        tokenizer.pad_id if tokenizer.eos_id is not None else None,  # fixed-length ids: no padding token
+        tokenizer.vocab_size, d.embed_dim, d.filter_sizes, d.num_filters, d.dropout, d.highway, pad_id
     )
-
-
-def discriminator_from_spec(spec: dict) -> CNNDiscriminator | RNNDiscriminator:
-    """Rebuilds a discriminator from its ``spec()`` (a spec without ``kind`` is a CNN, as older checkpoints)."""
-    kind = spec.get("kind", "cnn")
-    if kind == "cnn":
-        return CNNDiscriminator.from_spec(spec)
-    if kind == "rnn":
-        return RNNDiscriminator.from_spec(spec)
-    raise ValueError(f"unknown discriminator kind {kind!r}")
-
-
-__all__ = [
-    "Generator",
-    "LSTMGenerator",
-    "CNNDiscriminator",
-    "RNNDiscriminator",
-    "TransformerGenerator",
-    "build_generator",
-    "build_discriminator",
-    "discriminator_from_spec",
-    "generator_from_spec",
-]

@@ -1,63 +1,79 @@
-"""Adversarial trainers behind one contract, chosen by ``adversarial.method``.
+"""Adversarial trainers behind one contract (:mod:`seqgan.trainers.base`), one file per method.
 
-Every trainer has ``generator``, ``discriminator`` and ``g_steps`` attributes, ``generator_step()`` and
-``discriminator_step(real_batch)`` returning metric dicts, ``train_epoch(real, data_rng)`` (one epoch of the
-method's own schedule, returning metrics), ``state_dict()``/``load_state_dict()`` (plain tensors, loadable with
-``weights_only=True``) and a ``from_config(cfg, generator, discriminator, rng)`` constructor.
+- ``seqgan``: :class:`PolicyGradientTrainer` (Yu et al. 2017, arXiv 1609.05473), settings ``seqgan``.
+- ``gumbel``: :class:`GumbelTrainer` (RelGAN, Nie et al. 2019: Gumbel-softmax relaxation, backpropagation),
+  settings ``gumbel``.
+- ``scratchgan``: :class:`ScratchGANTrainer` (de Masson d'Autume et al. 2019, arXiv 1905.09922), settings
+  ``scratchgan``.
+- the conditional task: :class:`ConditionalTrainer` (Li et al. 2017, arXiv 1701.06547), which composes a
+  :class:`PolicyGradientTrainer` over (context, response) pairs; settings ``seqgan`` and ``conditional``.
 
-- ``seqgan``: :class:`PolicyGradientTrainer` (Yu et al. 2017, arXiv 1609.05473).
-- ``scratchgan``: :class:`ScratchGANTrainer` (de Masson d'Autume et al. 2019, arXiv 1905.09922).
-- ``gumbel``: :class:`GumbelTrainer` (RelGAN, Nie et al. 2019: Gumbel-softmax relaxation, backpropagation).
-- conditional generation: :class:`ConditionalTrainer` (Li et al. 2017, arXiv 1701.06547; in
-  :mod:`seqgan.conditional`, built by its stages from (context, response) pairs, so not in ``TRAINERS``).
+:func:`build_trainer` builds the one a config selects. Shared pieces: :mod:`seqgan.trainers.steps` (the MLE
+and discriminator updates), :class:`~seqgan.trainers.base.NonFiniteGuard` (``nan_policy``, honoured by every
+trainer).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-from seqgan.config import Config, ConfigError
-from seqgan.trainers.gumbel import GumbelTrainer, GumbelTrainerConfig
-from seqgan.trainers.policy_gradient import PolicyGradientConfig, PolicyGradientTrainer
+from seqgan.config import METHODS, Config, ConfigError
+from seqgan.trainers.base import AdversarialTrainer, NonFiniteGuard, NonFiniteLossError
+from seqgan.trainers.conditional import ConditionalTrainer
+from seqgan.trainers.gumbel import GumbelTrainer
 from seqgan.trainers.scratchgan import ScratchGANTrainer
+from seqgan.trainers.seqgan import PolicyGradientTrainer
 
 __all__ = [
-    "ConditionalConfig",
+    "AdversarialTrainer",
     "ConditionalTrainer",
     "GumbelTrainer",
-    "GumbelTrainerConfig",
-    "TRAINERS",
-    "PolicyGradientConfig",
+    "NonFiniteGuard",
+    "NonFiniteLossError",
     "PolicyGradientTrainer",
     "ScratchGANTrainer",
+    "TRAINERS",
     "build_trainer",
 ]
 
-
-def __getattr__(name):  # seqgan.conditional.trainer imports this package: resolve lazily (no import cycle)
-    if name in ("ConditionalConfig", "ConditionalTrainer"):
-        from seqgan.conditional import trainer
-
-        return getattr(trainer, name)
-    raise AttributeError(f"module 'seqgan.trainers' has no attribute {name!r}")
-
-
-TRAINERS: dict[str, Callable] = {
-    "seqgan": PolicyGradientTrainer.from_config,
-    "scratchgan": ScratchGANTrainer.from_config,
-    "gumbel": GumbelTrainer.from_config,
+TRAINERS: dict[str, type[AdversarialTrainer]] = {
+    "seqgan": PolicyGradientTrainer,
+    "gumbel": GumbelTrainer,
+    "scratchgan": ScratchGANTrainer,
 }
-"""``adversarial.method`` -> ``from_config(cfg, generator, discriminator, rng)``."""
+"""``adversarial.method`` -> trainer class (its ``from_config`` reads the method's section)."""
+
+TASK_TRAINERS: dict[tuple[str, str], type[AdversarialTrainer]] = {("pairs", "seqgan"): ConditionalTrainer}
+"""Trainers of a (task, method) other than unconditional sentences."""
+
+
+def trainer_class(cfg: Config) -> type[AdversarialTrainer]:
+    """The trainer class of ``cfg``'s task and ``adversarial.method``."""
+    method = cfg.adversarial.method
+    if method not in TRAINERS or method not in METHODS:
+        raise ConfigError(f"adversarial.method: unknown method {method!r}; choose from {sorted(TRAINERS)}")
+    if cfg.task == "sentences":
+        return TRAINERS[method]
+    if (cfg.task, method) not in TASK_TRAINERS:
+        raise ConfigError(f"adversarial.method={method} does not train the {cfg.task} task")
+    return TASK_TRAINERS[(cfg.task, method)]
 
 
 def build_trainer(
-    cfg: Config, generator: nn.Module, discriminator: nn.Module, rng: torch.Generator | None = None
-):
-    """The adversarial trainer ``cfg.adversarial.method`` names, built from ``cfg``."""
-    method = cfg.adversarial.method
-    if method not in TRAINERS:
-        raise ConfigError(f"adversarial.method: unknown method {method!r}; choose from {sorted(TRAINERS)}")
-    return TRAINERS[method](cfg, generator, discriminator, rng)
+    cfg: Config,
+    generator: nn.Module,
+    discriminator: nn.Module,
+    rng: torch.Generator | None = None,
+    **task_data,
+) -> AdversarialTrainer:
+    """The adversarial trainer ``cfg`` selects (task and ``adversarial.method``), built from its sections.
+
+    Args:
+        cfg: the experiment config.
+        generator, discriminator: the models (possibly DDP wrappers).
+        rng: sampling / rollout random stream.
+        **task_data: what the task's trainer needs besides the models (the conditional task: ``contexts``,
+            ``responses``, ``data_rng``; see :meth:`seqgan.runs.Task.trainer_data`).
+    """
+    return trainer_class(cfg).from_config(cfg, generator, discriminator, rng, **task_data)

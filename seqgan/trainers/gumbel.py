@@ -24,22 +24,20 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqgan.config import Config
-from seqgan.losses import GAN_LOSSES, clip_weights_, gan_d_loss, gan_g_loss, gradient_penalty
+from seqgan.config import Config, GumbelConfig
+from seqgan.losses import clip_weights_, gan_d_loss, gan_g_loss, gradient_penalty
 from seqgan.models.base import Generator
-from seqgan.trainers.base import AdversarialTrainer
+from seqgan.trainers.base import AdversarialTrainer, NonFiniteGuard, guarded_update
 from seqgan.utils import adam
 
 __all__ = [
     "SCHEDULES",
     "GumbelTrainer",
-    "GumbelTrainerConfig",
     "RelaxedSamples",
     "inverse_temperature",
     "relaxed_sample",
@@ -73,93 +71,6 @@ def inverse_temperature(kind: str, step: int, total_steps: int, max_value: float
         return 1.0 / (1.0 + math.exp(20.0 * (0.5 - u)))
 
     return 1.0 + (max_value - 1.0) * (s(x) - s(0.0)) / (s(1.0) - s(0.0))
-
-
-@dataclass
-class GumbelTrainerConfig:
-    """Settings of :class:`GumbelTrainer` (see ``seqgan.config.GumbelConfig`` for the experiment keys)."""
-
-    relaxation: Literal["gumbel", "softmax"] = "gumbel"
-    """gumbel: softmax(beta * (logits + Gumbel noise)); softmax: the distribution softmax(logits) itself."""
-    straight_through: bool = False
-    """The discriminator reads the one-hot sampled token; gradients flow through the relaxed vector."""
-    temperature_schedule: str = "exp"
-    """Annealing of beta: constant, linear, exp or sigmoid (:func:`inverse_temperature`)."""
-    max_inverse_temperature: float = 100.0
-    """beta at the end of annealing."""
-    anneal_steps: int = 1000
-    """Generator steps over which beta rises and the instance noise falls to 0."""
-    loss: str = "rsgan"
-    """One of :data:`seqgan.losses.GAN_LOSSES`."""
-    label_smoothing: float = 0.0
-    """One-sided label smoothing (real target 1 - s) for the standard, rsgan and lsgan losses."""
-    instance_noise: float = 0.0
-    """Initial std of the Gaussian noise on the discriminator's input embeddings (linearly annealed to 0)."""
-    gp_weight: float = 10.0
-    """wgan-gp: weight of the gradient penalty."""
-    clip_value: float = 0.01
-    """wasserstein: weight clipping bound of the discriminator."""
-    batch_size: int = 64
-    """Sequences per step (generated and real)."""
-    max_len: int = 37
-    """Length of the generated sequences."""
-    steps_per_epoch: int = 20
-    """:meth:`GumbelTrainer.train_epoch`: iterations of (g_steps generator, d_steps discriminator steps)."""
-    g_steps: int = 1
-    """Generator steps per iteration."""
-    d_steps: int = 3
-    """Discriminator steps per iteration."""
-    g_lr: float = 1e-4
-    """Adam learning rate of the generator."""
-    d_lr: float = 1e-4
-    """Adam learning rate of the discriminator."""
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    """Adam betas of both optimizers."""
-    grad_clip: float = 5.0
-    """Generator gradient-norm clipping (0 disables)."""
-
-    def __post_init__(self) -> None:
-        if self.relaxation not in ("gumbel", "softmax"):
-            raise ValueError(f"relaxation must be 'gumbel' or 'softmax', got {self.relaxation!r}")
-        if self.temperature_schedule not in SCHEDULES:
-            raise ValueError(f"temperature_schedule must be one of {list(SCHEDULES)}")
-        if self.loss not in GAN_LOSSES:
-            raise ValueError(f"loss must be one of {list(GAN_LOSSES)}, got {self.loss!r}")
-        if self.max_inverse_temperature < 1.0:
-            raise ValueError(f"max_inverse_temperature must be >= 1, got {self.max_inverse_temperature}")
-        if self.batch_size < 1 or self.max_len < 1 or self.steps_per_epoch < 1 or self.g_steps < 1:
-            raise ValueError("batch_size, max_len, steps_per_epoch and g_steps must be positive")
-        if self.label_smoothing and self.loss not in ("standard", "rsgan", "lsgan"):
-            raise ValueError(
-                f"label smoothing applies to the standard, rsgan and lsgan losses, not {self.loss}"
-            )
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> GumbelTrainerConfig:
-        """The trainer settings of an experiment config (``gumbel`` section, ``adversarial.epochs``)."""
-        g = cfg.gumbel
-        anneal = g.anneal_steps or cfg.adversarial.epochs * g.steps_per_epoch * g.g_steps
-        return cls(
-            relaxation=g.relaxation,
-            straight_through=g.straight_through,
-            temperature_schedule=g.temperature_schedule,
-            max_inverse_temperature=g.max_inverse_temperature,
-            anneal_steps=anneal,
-            loss=g.loss,
-            label_smoothing=g.label_smoothing,
-            instance_noise=g.instance_noise,
-            gp_weight=g.gp_weight,
-            clip_value=g.clip_value,
-            batch_size=g.batch_size,
-            max_len=cfg.data.max_len,
-            steps_per_epoch=g.steps_per_epoch,
-            g_steps=g.g_steps,
-            d_steps=g.d_steps,
-            g_lr=g.g_lr,
-            d_lr=g.d_lr,
-            adam_betas=(g.adam_betas[0], g.adam_betas[1]),
-            grad_clip=g.grad_clip,
-        )
 
 
 @dataclass
@@ -258,37 +169,74 @@ class GumbelTrainer(AdversarialTrainer):
         generator: the generator (trained in place).
         discriminator: a :class:`~seqgan.models.discriminator.CNNDiscriminator` (reads ``(B, T, V)`` vectors and
             ``(B, T)`` ids through the same embedding; ``forward(x, lengths, noise_std, rng)``).
-        config: :class:`GumbelTrainerConfig`.
+        config: :class:`~seqgan.config.GumbelConfig` (the ``gumbel`` config section; defaults when None).
+        max_len: length of the generated sequences.
         rng: ``torch.Generator`` for the Gumbel noise, instance noise and GP interpolation weights (the global
             RNG when None). Dropout uses the global RNG.
+        nan_guard: what a NaN/inf loss or gradient does (default: stop with :class:`NonFiniteLossError`).
+        total_steps: the run's generator steps, which ``config.anneal_steps = 0`` ("the whole run") anneals over.
+    Raises:
+        ValueError: ``anneal_steps`` is 0 and no ``total_steps`` is given; or the wasserstein loss (weight
+            clipping) with a spectrally normalized discriminator.
     """
 
     def __init__(
         self,
         generator: Generator,
         discriminator: nn.Module,
-        config: GumbelTrainerConfig,
+        config: GumbelConfig | None = None,
+        *,
+        max_len: int,
         rng: torch.Generator | None = None,
+        nan_guard: NonFiniteGuard | None = None,
+        total_steps: int | None = None,
     ) -> None:
+        self.config = config = config or GumbelConfig()
+        self.anneal_steps = config.anneal_steps or (total_steps or 0)
+        if self.anneal_steps <= 0 and config.temperature_schedule != "constant":
+            raise ValueError(
+                "gumbel.anneal_steps=0 anneals over the whole run: give the run's generator steps as total_steps "
+                "(adversarial.epochs x gumbel.steps_per_epoch x gumbel.g_steps), or set anneal_steps"
+            )
+        if config.loss == "wasserstein" and getattr(discriminator, "spectral_norm", False):
+            raise ValueError(
+                "the wasserstein loss clips the discriminator's weights, which under spectral normalization are "
+                "the unnormalized originals; use gumbel.loss=wgan-gp with a spectrally normalized discriminator"
+            )
         self.generator = generator
         self.discriminator = discriminator
-        self.config = config
+        self.max_len = max_len
         betas = tuple(config.adam_betas)
         self.g_optimizer = adam(generator.parameters(), lr=config.g_lr, betas=betas)
         self.d_optimizer = adam(discriminator.parameters(), lr=config.d_lr, betas=betas)
         self.rng = rng
+        self.nan_guard = nan_guard or NonFiniteGuard("stop")
         self.g_steps = 0
         self.d_steps = 0
 
     @classmethod
     def from_config(
-        cls, cfg: Config, generator: Generator, discriminator: nn.Module, rng: torch.Generator | None = None
+        cls,
+        cfg: Config,
+        generator: Generator,
+        discriminator: nn.Module,
+        rng: torch.Generator | None = None,
+        **_: object,
     ) -> GumbelTrainer:
         """The trainer an experiment config describes (``adversarial.method: gumbel``, ``gumbel`` section);
         ``gumbel.spectral_norm`` puts spectral normalization on the discriminator first."""
-        if cfg.gumbel.spectral_norm:
+        g = cfg.gumbel
+        if g.spectral_norm:
             discriminator.enable_spectral_norm()
-        return cls(generator, discriminator, GumbelTrainerConfig.from_config(cfg), rng=rng)
+        return cls(
+            generator,
+            discriminator,
+            g,
+            max_len=cfg.data.max_len,
+            rng=rng,
+            nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
+            total_steps=max(1, cfg.adversarial.epochs * g.steps_per_epoch * g.g_steps),
+        )
 
     # ------------------------------------------------------------------ schedules
     @property
@@ -296,7 +244,7 @@ class GumbelTrainer(AdversarialTrainer):
         """The current inverse temperature (a function of the generator steps taken)."""
         c = self.config
         return inverse_temperature(
-            c.temperature_schedule, self.g_steps, c.anneal_steps, c.max_inverse_temperature
+            c.temperature_schedule, self.g_steps, self.anneal_steps, c.max_inverse_temperature
         )
 
     @property
@@ -305,14 +253,14 @@ class GumbelTrainer(AdversarialTrainer):
         c = self.config
         if c.instance_noise <= 0:
             return 0.0
-        frac = 1.0 if c.anneal_steps <= 0 else min(self.g_steps / c.anneal_steps, 1.0)
+        frac = 1.0 if self.anneal_steps <= 0 else min(self.g_steps / self.anneal_steps, 1.0)
         return c.instance_noise * (1.0 - frac)
 
     def relaxed_samples(self, num: int) -> RelaxedSamples:
         """``num`` relaxed samples at the current inverse temperature (with gradients to the generator)."""
         c = self.config
         return relaxed_sample(
-            self.generator, num, c.max_len, self.beta, c.relaxation, c.straight_through, rng=self.rng
+            self.generator, num, self.max_len, self.beta, c.relaxation, c.straight_through, rng=self.rng
         )
 
     def _score(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -356,6 +304,7 @@ class GumbelTrainer(AdversarialTrainer):
             t_gen, t_dis = t_gen + t1 - t0, t_dis + time.perf_counter() - t1
         out = {k: v / counts[k] for k, v in sums.items()}
         out["time/generator_s"], out["time/discriminator_s"] = t_gen, t_dis
+        out["nan/skipped_steps"] = float(self.nan_guard.skipped)
         return out
 
     # ------------------------------------------------------------------ generator
@@ -369,7 +318,7 @@ class GumbelTrainer(AdversarialTrainer):
             ``generator/sample_len``, ``generator/max_prob`` (mean largest entry of the relaxed vectors over real
             positions: 1 for one-hot vectors).
         Raises:
-            FloatingPointError: the loss is not finite (no parameter is changed).
+            NonFiniteLossError: a NaN/inf loss or gradient and ``nan_policy=stop`` (no parameter is changed).
         """
         c, gen, disc = self.config, self.generator, self.discriminator
         beta = self.beta
@@ -383,22 +332,21 @@ class GumbelTrainer(AdversarialTrainer):
                 raise ValueError("the rsgan generator step needs a real batch: generator_step(real_batch)")
             logits_real = self._score(real_batch.to(gen.device))
         loss = gan_g_loss(c.loss, logits_real, logits_fake)
-        if not bool(torch.isfinite(loss)):
-            raise FloatingPointError(
-                f"non-finite generator loss {loss.item()}; the step was skipped: lower gumbel.g_lr or "
+        stepped, grad_norm = guarded_update(
+            loss,
+            self.g_optimizer,
+            gen.parameters(),
+            self.nan_guard,
+            "generator",
+            c.grad_clip,
+            what=lambda: (
+                f"generator loss {loss.item()} / gradient; the step was skipped: lower gumbel.g_lr or "
                 "gumbel.max_inverse_temperature"
-            )
-        self.g_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        disc.zero_grad(set_to_none=True)  # the generator loss never trains the discriminator
-        params = [p for p in gen.parameters() if p.grad is not None]
-        grad_norm = (
-            nn.utils.clip_grad_norm_(params, c.grad_clip)
-            if c.grad_clip > 0
-            else torch.stack([p.grad.norm() for p in params]).norm()
+            ),
+            clear=[disc],  # the generator loss never trains the discriminator
         )
-        self.g_optimizer.step()
-        self.g_steps += 1
+        if stepped:
+            self.g_steps += 1
         with torch.no_grad():
             mask = _real_positions(fake)
             max_prob = fake.vectors.amax(dim=2)[mask].mean()
@@ -423,7 +371,7 @@ class GumbelTrainer(AdversarialTrainer):
             ``discriminator/acc_real`` and ``discriminator/acc_fake`` (logit above / below the decision threshold:
             0, or 0.5 for lsgan), and ``discriminator/gp`` for wgan-gp.
         Raises:
-            FloatingPointError: the loss is not finite (no parameter is changed).
+            NonFiniteLossError: a NaN/inf loss or gradient and ``nan_policy=stop`` (no parameter is changed).
         """
         c, gen, disc = self.config, self.generator, self.discriminator
         real = real_batch.to(gen.device)
@@ -451,14 +399,18 @@ class GumbelTrainer(AdversarialTrainer):
             )
             loss = loss + c.gp_weight * gp
             metrics["discriminator/gp"] = gp.item()
-        if not bool(torch.isfinite(loss)):
-            raise FloatingPointError(f"non-finite discriminator loss {loss.item()}; the step was skipped")
-        self.d_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.d_optimizer.step()
-        if c.loss == "wasserstein":
-            clip_weights_(disc, c.clip_value)
-        self.d_steps += 1
+        stepped, _ = guarded_update(
+            loss,
+            self.d_optimizer,
+            disc.parameters(),
+            self.nan_guard,
+            "discriminator",
+            what=lambda: f"discriminator loss {loss.item()} / gradient; lower gumbel.d_lr",
+        )
+        if stepped:
+            if c.loss == "wasserstein":
+                clip_weights_(disc, c.clip_value)
+            self.d_steps += 1
         threshold = 0.5 if c.loss == "lsgan" else 0.0
         with torch.no_grad():
             metrics.update(
@@ -473,7 +425,11 @@ class GumbelTrainer(AdversarialTrainer):
 
     # ------------------------------------------------------------------ state
     def _extra_state(self) -> dict:
-        return {"anneal_steps": self.config.anneal_steps}  # the annealing position is ``g_steps``
+        return {"anneal_steps": self.anneal_steps}  # the annealing position is ``g_steps``
+
+    def _load_extra_state(self, state: dict) -> None:
+        # a resumed run keeps the schedule it started with (also when adversarial.epochs is raised to extend it)
+        self.anneal_steps = int(state.get("anneal_steps", self.anneal_steps))
 
 
 def _real_positions(samples: RelaxedSamples) -> torch.Tensor:

@@ -13,7 +13,8 @@ the same samples:
   (:func:`~seqgan.losses.prefix_rewards`), discounted returns ``R_t = sum_{s>=t} gamma^(s-t) r_s``
   (:func:`~seqgan.losses.discounted_returns`), a baseline subtracted, and the REINFORCE step
   :func:`~seqgan.losses.policy_gradient_loss`. Log-probabilities are taken under the sampling distribution
-  (temperature applied, PAD/BOS excluded), so the update is the policy gradient of the sampling policy.
+  (:func:`~seqgan.losses.sampled_log_probs`: eval mode, temperature applied, PAD/BOS excluded), so the update is
+  the policy gradient of the sampling policy.
 
 Differences from the paper (documented in the config): the EMA baseline is kept per step (ScratchGAN keeps one
 scalar); rewards default to ScratchGAN's ``2 sigmoid(D) - 1``. The paper's GloVe embeddings are not shipped:
@@ -26,7 +27,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from seqgan.config import Config, ConfigError, ScratchGANConfig
@@ -38,12 +38,19 @@ from seqgan.losses import (
     masked_bce,
     policy_gradient_loss,
     prefix_rewards,
+    sampled_log_probs,
     step_baseline,
 )
 from seqgan.models.base import Generator
 from seqgan.sampling import Samples, sample
-from seqgan.trainers.base import AdversarialTrainer, baseline_state, load_baseline, new_baseline
-from seqgan.trainers.policy_gradient import _GuardedOptimizer
+from seqgan.trainers.base import (
+    AdversarialTrainer,
+    NonFiniteGuard,
+    baseline_state,
+    guarded_update,
+    load_baseline,
+    new_baseline,
+)
 from seqgan.utils import adam
 
 __all__ = ["ScratchGANTrainer", "init_embeddings", "input_embedding", "read_vectors", "vocab_strings"]
@@ -56,10 +63,11 @@ class ScratchGANTrainer(AdversarialTrainer):
         generator: the generator (trained in place), usually freshly initialised.
         discriminator: a per-prefix discriminator with ``prefix_logits((B, T)) -> (B, T)`` and
             ``mask((B, T)) -> (B, T)``, e.g. :class:`~seqgan.models.rnn_discriminator.RNNDiscriminator`.
-        config: :class:`~seqgan.config.ScratchGANConfig` (the ``scratchgan`` config section).
+        config: :class:`~seqgan.config.ScratchGANConfig` (the ``scratchgan`` config section; defaults when None).
         max_len: length of the sampled sequences.
         rng: ``torch.Generator`` on the generator's device for sampling and splicing (the global RNG when None).
             Dropout uses the global RNG.
+        nan_guard: what a NaN/inf loss or gradient does (default: stop with :class:`NonFiniteLossError`).
     """
 
     def __init__(
@@ -67,8 +75,10 @@ class ScratchGANTrainer(AdversarialTrainer):
         generator: Generator,
         discriminator: nn.Module,
         config: ScratchGANConfig | None = None,
-        max_len: int = 37,
+        *,
+        max_len: int,
         rng: torch.Generator | None = None,
+        nan_guard: NonFiniteGuard | None = None,
     ) -> None:
         if not hasattr(discriminator, "prefix_logits"):
             raise TypeError(
@@ -78,6 +88,7 @@ class ScratchGANTrainer(AdversarialTrainer):
         self.generator, self.discriminator = generator, discriminator
         self.config = cfg = config or ScratchGANConfig()
         self.max_len, self.rng = max_len, rng
+        self.nan_guard = nan_guard or NonFiniteGuard("stop")
         if cfg.embedding == "frozen":
             input_embedding(generator).weight.requires_grad_(False)
             if cfg.embedding_discriminator:
@@ -85,18 +96,28 @@ class ScratchGANTrainer(AdversarialTrainer):
         betas = (cfg.adam_beta1, 0.999)
         self.g_optimizer = adam(_trainable(generator), lr=cfg.g_lr, betas=betas)
         self.d_optimizer = adam(_trainable(discriminator), lr=cfg.d_lr, betas=betas)
-        device = generator.device
-        self.baseline_ema, self.baseline_seen = new_baseline(max_len, device)  # (T,) each
+        self.baseline_ema, self.baseline_seen = new_baseline(max_len, generator.device)  # (T,) each
         self.g_steps = 0
         self.d_steps = 0
-        self._banned = torch.tensor(generator.never_sample, dtype=torch.long, device=device)
 
     @classmethod
     def from_config(
-        cls, cfg: Config, generator: Generator, discriminator: nn.Module, rng: torch.Generator | None = None
+        cls,
+        cfg: Config,
+        generator: Generator,
+        discriminator: nn.Module,
+        rng: torch.Generator | None = None,
+        **_: object,
     ) -> ScratchGANTrainer:
         """The trainer an experiment config describes (``adversarial.method: scratchgan``)."""
-        return cls(generator, discriminator, cfg.scratchgan, cfg.data.max_len, rng=rng)
+        return cls(
+            generator,
+            discriminator,
+            cfg.scratchgan,
+            max_len=cfg.data.max_len,
+            rng=rng,
+            nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
+        )
 
     def _sample(self, num: int) -> Samples:
         return sample(self.generator, num, self.max_len, temperature=self.config.temperature, rng=self.rng)
@@ -125,31 +146,11 @@ class ScratchGANTrainer(AdversarialTrainer):
                 times[k] += dt
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
-        return {**{k: v / cfg.steps_per_epoch for k, v in sums.items()}, **times}
+        out = {**{k: v / cfg.steps_per_epoch for k, v in sums.items()}, **times}
+        out["nan/skipped_steps"] = float(self.nan_guard.skipped)
+        return out
 
     # ------------------------------------------------------------------ generator
-    def sampling_log_probs(
-        self, tokens: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Log-probabilities of sampled ``tokens`` ``(B, T)`` under the sampling distribution, with gradient.
-
-        The vocabulary projection runs only at the real tokens (``mask``).
-
-        Returns:
-            ``(B, T)`` log-probabilities (0 where ``mask`` is False) and the ``(N, V)`` log-distributions at the
-            N real tokens (for the entropy).
-        """
-        gen = self.generator
-        logits = gen.masked_logits(gen.teacher_inputs(tokens), mask).float()  # (N, V)
-        if len(self._banned):
-            logits = logits.index_fill(-1, self._banned, float("-inf"))
-        if self.config.temperature != 1.0:
-            logits = logits / self.config.temperature
-        log_dist = F.log_softmax(logits, dim=-1)  # (N, V)
-        chosen = log_dist.gather(1, tokens[mask][:, None]).squeeze(1)  # (N,)
-        log_probs = torch.zeros(tokens.shape, dtype=chosen.dtype, device=tokens.device)
-        return log_probs.masked_scatter(mask, chosen), log_dist
-
     @torch.no_grad()
     def rewards(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` per-step rewards ``r_t`` from the discriminator in eval mode (0 after EOS)."""
@@ -179,7 +180,7 @@ class ScratchGANTrainer(AdversarialTrainer):
             ``reward/mean`` (mean r_t over real tokens), ``reward/last`` (mean reward of whole sequences),
             ``reward/return_mean``, ``reward/baseline_mean``.
         Raises:
-            FloatingPointError: the loss is not finite (no parameter is changed).
+            NonFiniteLossError: a NaN/inf loss or gradient and ``nan_policy=stop`` (no parameter is changed).
         """
         cfg, gen = self.config, self.generator
         tokens, mask = samples.tokens, samples.mask  # (B, T)
@@ -187,22 +188,25 @@ class ScratchGANTrainer(AdversarialTrainer):
         returns = discounted_returns(rewards, mask, cfg.discount)  # (B, T)
         baseline = self.baseline(returns, mask)
 
-        gen.train()
-        log_probs, log_dist = self.sampling_log_probs(tokens, mask)
+        log_probs, log_dist = sampled_log_probs(gen, tokens, mask, cfg.temperature)  # (B, T), (N, V)
         pg_loss = policy_gradient_loss(log_probs, returns, mask, baseline)
         loss = pg_loss + cfg.g_l2 * _l2(gen) if cfg.g_l2 else pg_loss
-        if not bool(torch.isfinite(loss)):
-            raise FloatingPointError(
-                f"non-finite generator loss {loss.item()}; the step was skipped: lower scratchgan.g_lr or check "
+        stepped, grad_norm = guarded_update(
+            loss,
+            self.g_optimizer,
+            gen.parameters(),
+            self.nan_guard,
+            "generator",
+            cfg.grad_clip,
+            what=lambda: (
+                f"generator loss {loss.item()} / gradient; the step was skipped: lower scratchgan.g_lr or check "
                 "the discriminator's outputs"
-            )
-        self.g_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = _clip(gen, cfg.grad_clip)
-        self.g_optimizer.step()
-        if cfg.baseline == "ema":
-            ema_baseline_update(self.baseline_ema, self.baseline_seen, returns, mask, cfg.ema_decay)
-        self.g_steps += 1
+            ),
+        )
+        if stepped:
+            if cfg.baseline == "ema":
+                ema_baseline_update(self.baseline_ema, self.baseline_seen, returns, mask, cfg.ema_decay)
+            self.g_steps += 1
 
         with torch.no_grad():  # monitoring only: on an evenly strided subset of at most ~1024 real tokens
             some = log_dist[:: max(1, log_dist.shape[0] // 1024)]
@@ -259,7 +263,7 @@ class ScratchGANTrainer(AdversarialTrainer):
             the logit at the last real token), ``discriminator/prefix_acc_real`` and
             ``discriminator/prefix_acc_fake`` (every real prefix).
         Raises:
-            FloatingPointError: a gradient or the loss is not finite (the step is skipped).
+            NonFiniteLossError: a NaN/inf loss or gradient and ``nan_policy=stop`` (no parameter is changed).
         """
         cfg, disc = self.config, self.discriminator
         mask_real, mask_fake = disc.mask(real), disc.mask(fake)
@@ -276,14 +280,17 @@ class ScratchGANTrainer(AdversarialTrainer):
         logits_real, logits_fake = disc.prefix_logits(real), disc.prefix_logits(fake)  # (B, T)
         bce = masked_bce(logits_real, 1.0, mask_real) + masked_bce(logits_fake, labels_fake, mask_fake)
         loss = bce + cfg.d_l2 * _l2(disc) if cfg.d_l2 else bce
-        if not bool(torch.isfinite(loss)):
-            raise FloatingPointError(f"non-finite discriminator loss {loss.item()}; lower scratchgan.d_lr")
-        guarded = _GuardedOptimizer(self.d_optimizer, disc, "discriminator")
-        guarded.zero_grad(set_to_none=True)
-        loss.backward()
-        _clip(disc, cfg.grad_clip)
-        guarded.step()
-        self.d_steps += 1
+        stepped, _ = guarded_update(
+            loss,
+            self.d_optimizer,
+            disc.parameters(),
+            self.nan_guard,
+            "discriminator",
+            cfg.grad_clip,
+            what=lambda: f"discriminator loss {loss.item()} / gradient; lower scratchgan.d_lr",
+        )
+        if stepped:
+            self.d_steps += 1
 
         with torch.no_grad():
             last_real = logits_real.gather(1, (mask_real.sum(1) - 1).clamp(min=0)[:, None])
@@ -315,15 +322,6 @@ def _trainable(module: nn.Module) -> list[nn.Parameter]:
 def _l2(module: nn.Module) -> torch.Tensor:
     """Sum of squared trainable weights."""
     return torch.stack([p.pow(2).sum() for p in _trainable(module)]).sum()
-
-
-def _clip(module: nn.Module, max_norm: float) -> torch.Tensor:
-    params = [p for p in _trainable(module) if p.grad is not None]
-    if not params:
-        return torch.tensor(0.0)
-    if max_norm > 0:
-        return nn.utils.clip_grad_norm_(params, max_norm)
-    return torch.stack([p.grad.detach().norm() for p in params]).norm()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -437,7 +435,7 @@ def init_embeddings(
     strings = vocab_strings(tokenizer)
     dim = targets[0][1].embedding_dim
     if s.embedding_init == "checkpoint":
-        from seqgan.training import load_run
+        from seqgan.runs import load_run
 
         run = load_run(s.embedding_path)
         weight = input_embedding(run.generator).weight.detach()

@@ -38,8 +38,6 @@ __all__ = [
     "Seq2SeqLSTM",
     "Seq2SeqTransformer",
     "BoundGenerator",
-    "build_conditional_generator",
-    "conditional_generator_from_spec",
 ]
 
 
@@ -314,34 +312,3 @@ class BoundGenerator(Generator):
 
     def spec(self) -> dict:
         return self.model.spec()
-
-
-def build_conditional_generator(cfg, tokenizer, max_len: int, context_max_len: int) -> ConditionalGenerator:
-    """A fresh conditional generator from the ``generator`` and ``conditional`` config sections."""
-    g, c = cfg.generator, cfg.conditional
-    ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
-    if g.kind == "seq2seq":
-        return Seq2SeqLSTM(
-            tokenizer.vocab_size, g.embed_dim, g.hidden_dim, g.num_layers, g.dropout, c.attention, **ids
-        )
-    if g.kind == "seq2seq_transformer":
-        return Seq2SeqTransformer(
-            tokenizer.vocab_size,
-            max(max_len, context_max_len) + 1,
-            g.n_layer,
-            g.n_head,
-            g.n_embd,
-            g.dropout,
-            **ids,
-        )
-    raise ValueError(
-        f"generator.kind={g.kind!r} is not a conditional generator; use seq2seq or seq2seq_transformer with "
-        "conditional.train"
-    )
-
-
-def conditional_generator_from_spec(spec: dict) -> ConditionalGenerator:
-    kinds = {"seq2seq": Seq2SeqLSTM, "seq2seq_transformer": Seq2SeqTransformer}
-    if spec.get("kind") not in kinds:
-        raise ValueError(f"unknown conditional generator kind {spec.get('kind')!r}")
-    return kinds[spec["kind"]].from_spec(spec)

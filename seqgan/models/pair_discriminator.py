@@ -1,7 +1,7 @@
 """The conditional discriminator D(c, x) of adversarial dialogue generation (Li et al. 2017, arXiv 1701.06547).
 
 D must learn both "is x a human sentence" and "does x answer c": it is trained on real pairs against
-(c, generated x) and (c, a human response of another context) (see :mod:`seqgan.conditional.pairs`).
+(c, generated x) and (c, a human response of another context) (see :mod:`seqgan.data.pairs`).
 
 :class:`PairDiscriminator`: SeqGAN's CNN encoder (embedding, convolutions of several widths, max-over-time
 pooling, highway; :class:`~seqgan.models.discriminator.CNNDiscriminator` without its output layer) encodes the
@@ -101,22 +101,6 @@ class PairDiscriminator(nn.Module):
     @classmethod
     def from_spec(cls, spec: dict) -> PairDiscriminator:
         return cls(**{k: v for k, v in spec.items() if k != "kind"})
-
-    @classmethod
-    def from_config(cls, cfg, tokenizer) -> PairDiscriminator:
-        """From the ``discriminator`` (encoder sizes) and ``conditional`` (MLP, sharing) config sections."""
-        d, c = cfg.discriminator, cfg.conditional
-        return cls(
-            tokenizer.vocab_size,
-            d.embed_dim,
-            d.filter_sizes,
-            d.num_filters,
-            d.dropout,
-            d.highway,
-            c.d_hidden,
-            c.d_shared_encoder,
-            tokenizer.pad_id,
-        )
 
 
 class BoundDiscriminator(nn.Module):

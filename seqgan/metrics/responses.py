@@ -11,7 +11,7 @@ Protocol (every test pair counts; one generated response per test context):
 * ``avg_len``: mean tokens per response.
 * ``nll_test``: mean per-token NLL of the reference responses given their contexts (nats, EOS included).
 * ``adversarial_success`` (Li et al. 2017, "AdverSuc"): a separately trained *evaluator* discriminator
-  (:func:`train_evaluator`, a fresh :class:`~seqgan.conditional.discriminator.PairDiscriminator` trained on
+  (:func:`train_evaluator`, a fresh :class:`~seqgan.models.pair_discriminator.PairDiscriminator` trained on
   training contexts with their human response vs the model's response) is run on the test contexts; the value is
   its error rate on the generated responses (the share it takes for human). ``evaluator_acc_human`` is its
   accuracy on the human test responses, ``evaluator_error`` the mean error over both (0.5 = indistinguishable).
@@ -26,10 +26,10 @@ from collections.abc import Sequence
 
 import torch
 
-from seqgan.conditional.discriminator import PairDiscriminator
-from seqgan.conditional.trainer import pair_discriminator_step
 from seqgan.metrics.bleu import bleu_per_hypothesis_multi
 from seqgan.metrics.diversity import average_length, distinct_n, generic_reply_share
+from seqgan.models.pair_discriminator import PairDiscriminator
+from seqgan.trainers.conditional import pair_discriminator_step
 
 __all__ = ["response_metrics", "pair_bleu", "train_evaluator", "evaluator_scores", "RESPONSE_KEYS"]
 

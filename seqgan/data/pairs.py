@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from seqgan.data.datasets import DataError, check_text_file, resolve_path
+from seqgan.data.datasets import DataError, check_text_file, count_unknown, fit_length, pad_row, resolve_path
 from seqgan.data.tokenizers import Tokenizer
 
 __all__ = [
@@ -152,16 +152,11 @@ class EncodedPairs:
         )
 
 
-def _pad(ids: list[int], length: int, tok: Tokenizer) -> list[int]:
-    if len(ids) < length:
-        ids = ids + [tok.eos_id]
-    return ids + [tok.pad_id] * (length - len(ids))
-
-
 def encode_pairs(
     pairs: Pairs, tokenizer: Tokenizer, max_len: int, context_max_len: int, overlong: str = "truncate"
 ) -> EncodedPairs:
-    """Encodes pairs with one tokenizer for both sides.
+    """Encodes pairs with one tokenizer for both sides, with the sentences' truncation rule
+    (:func:`~seqgan.data.datasets.fit_length`).
 
     Contexts keep their *last* ``context_max_len`` tokens (the end is what the response answers); responses follow
     the unconditional path's rule (``y_1 .. y_n EOS PAD ..``, overlong ones truncated or dropped). Pairs where a
@@ -177,21 +172,19 @@ def encode_pairs(
         if not c_ids or not r_ids:
             out.dropped += 1
             continue
-        if len(r_ids) > max_len:
-            if overlong == "drop":
-                out.dropped += 1
-                if len(out.examples) < 5:
-                    out.examples.append(i)
-                continue
-            r_ids = r_ids[:max_len]
-            out.truncated_responses += 1
-        if len(c_ids) > context_max_len:
-            c_ids = c_ids[-context_max_len:]
-            out.truncated_contexts += 1
-        unk += sum(t == tokenizer.unk_id for t in c_ids + r_ids)
-        total += len(c_ids) + len(r_ids)
-        ctx_rows.append(_pad(c_ids, context_max_len, tokenizer))
-        resp_rows.append(_pad(r_ids, max_len, tokenizer))
+        r_kept = fit_length(r_ids, max_len, overlong)
+        if r_kept is None:
+            out.dropped += 1
+            if len(out.examples) < 5:
+                out.examples.append(i)
+            continue
+        c_kept = fit_length(c_ids, context_max_len, "truncate", keep="tail")
+        out.truncated_responses += len(r_kept) < len(r_ids)
+        out.truncated_contexts += len(c_kept) < len(c_ids)
+        unk += count_unknown(c_kept, tokenizer) + count_unknown(r_kept, tokenizer)
+        total += len(c_kept) + len(r_kept)
+        ctx_rows.append(pad_row(c_kept, context_max_len, tokenizer))
+        resp_rows.append(pad_row(r_kept, max_len, tokenizer))
         kept.append(i)
     if not kept:
         raise DataError(
@@ -275,7 +268,7 @@ def chitchat_pairs(
     test split (a split by conversation, so no conversation is in both). A turn is its consecutive messages
     joined by one space with whitespace collapsed; every consecutive (turn i, turn i + 1) pair is kept when both
     sides have ``min_words .. max_words`` whitespace tokens. With the defaults this gives 68,395 / 3,457 pairs,
-    the files in ``../shared/data/chitchat``.
+    the files ``recipes/prepare_chat.py chitchat`` writes (their sha256 sums are in its docstring).
     """
     if dataset_json is None:
         try:

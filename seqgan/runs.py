@@ -1,0 +1,515 @@
+"""A run's data and models for either task, checkpoint assembly, and one :func:`load_run`.
+
+Two tasks share every stage (pretraining, adversarial training, evaluation) and differ only in what a
+:class:`Task` provides:
+
+* ``sentences`` (:class:`SentenceTask`): unconditional text, one sentence per line (or sequences sampled from
+  the SeqGAN synthetic oracle); examples are ``(N, T)`` id tensors; the discriminator reads sentences.
+* ``pairs`` (:class:`PairTask`, selected by ``conditional.train``): (context, response) pairs; examples are
+  :class:`Pairs` of ``(N, Tc)`` contexts and ``(N, T)`` responses; the generator is an encoder-decoder and the
+  discriminator judges the pair (Li et al. 2017, arXiv 1701.06547).
+
+:func:`task_of` picks the task of a config; :func:`prepare_data` loads and encodes its splits (the tokenizer is
+trained on what the run keeps of the training split); :func:`new_models` builds fresh models;
+:func:`make_checkpoint` assembles the self-describing checkpoint payload and :func:`load_run` rebuilds config,
+tokenizer and models from one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from seqgan.checkpoint import CheckpointError, load_checkpoint, rng_state
+from seqgan.config import Config, config_from_saved, to_dict
+from seqgan.data.datasets import DataError, EncodeReport, encode_sentences, fit_length, load_text_splits
+from seqgan.data.pairs import EncodedPairs, encode_pairs, load_pairs
+from seqgan.data.tokenizers import IdTokenizer, Tokenizer, build_tokenizer, tokenizer_from_state
+from seqgan.losses import sequence_nll
+from seqgan.models import (
+    BoundGenerator,
+    build_discriminator,
+    build_generator,
+    discriminator_class,
+    generator_class,
+    is_conditional,
+)
+from seqgan.sampling import sample
+from seqgan.trainers.base import NonFiniteGuard
+from seqgan.trainers.conditional import pair_discriminator_round, sample_responses
+from seqgan.trainers.steps import discriminator_accuracy, discriminator_epochs, mle_step
+
+__all__ = [
+    "PairTask",
+    "Pairs",
+    "Run",
+    "RunData",
+    "SentenceTask",
+    "Task",
+    "load_oracle",
+    "load_run",
+    "make_checkpoint",
+    "new_models",
+    "prepare_data",
+    "reply",
+    "task_of",
+]
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class Pairs:
+    """Encoded (context, response) examples: ``contexts`` ``(N, Tc)`` and ``responses`` ``(N, T)``."""
+
+    contexts: torch.Tensor
+    responses: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.contexts.shape[0]
+
+    def __getitem__(self, index) -> Pairs:
+        return Pairs(self.contexts[index], self.responses[index])
+
+    def to(self, device) -> Pairs:
+        return Pairs(self.contexts.to(device), self.responses.to(device))
+
+
+@dataclass
+class RunData:
+    """A run's tokenizer and encoded splits.
+
+    Attributes:
+        tokenizer: trained on the training split (or given).
+        splits: ``"train"``, ``"test"`` (and ``"valid"``) examples: ``(N, T)`` tensors (sentences) or
+            :class:`Pairs`.
+        reports: one summary line per split (kept, truncated, dropped, unknown tokens).
+        raw: sentences: the raw lines per split (BLEU references, the real-data row); pairs: the kept raw
+            ``(contexts, responses)`` of each split as :class:`~seqgan.data.pairs.Pairs`.
+    """
+
+    tokenizer: Tokenizer
+    splits: dict[str, torch.Tensor | Pairs]
+    reports: dict[str, str]
+    raw: dict = field(default_factory=dict)
+
+
+def load_oracle(data_cfg):
+    """The synthetic oracle a config names: ``(oracle, "file" | "random")`` (``data.oracle_path`` or a random
+    oracle from ``data.oracle_seed``), with sequences of ``data.max_len``."""
+    from seqgan.metrics.oracle import OracleLSTM
+
+    return OracleLSTM.load_or_random(data_cfg.oracle_path, data_cfg.oracle_seed, seq_len=data_cfg.max_len)
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+class Task:
+    """What differs between the tasks; the stages call only this (see the module docstring)."""
+
+    name: str
+    eval_keys: list[str]
+    """The metrics of the evaluation table, in order."""
+
+    def prepare(self, cfg: Config, tokenizer: Tokenizer | None = None) -> RunData:
+        raise NotImplementedError
+
+    def mle_step(self, generator, optimizer, batch, grad_clip: float, guard: NonFiniteGuard) -> float:
+        """One teacher-forced MLE update on a batch of training examples; NaN when skipped."""
+        raise NotImplementedError
+
+    def heldout_nll(self, generator, examples, batch_size: int = 256) -> float:
+        """Mean per-token NLL of held-out examples (eval mode, no gradient)."""
+        raise NotImplementedError
+
+    def show(self, generator, data: RunData, cfg: Config, num: int, rng: torch.Generator) -> list[str]:
+        """A few lines of samples to print during pretraining."""
+        raise NotImplementedError
+
+    def discriminator_round(
+        self, discriminator, optimizer, generator, train, num: int, epochs: int, batch_size: int, cfg: Config,
+        data_rng: torch.Generator, sample_rng: torch.Generator, guard: NonFiniteGuard,
+    ) -> dict[str, float]:  # fmt: skip
+        """One round of discriminator (pre)training on ``num`` training examples and as many negatives."""
+        raise NotImplementedError
+
+    def discriminator_heldout(self, discriminator, generator, data: RunData, cfg: Config, rng) -> dict:
+        """Held-out discriminator accuracy after a pretraining round (may be empty)."""
+        return {}
+
+    def trainer_data(self, train) -> dict:
+        """Keyword arguments the task's trainer needs besides the config and the models."""
+        return {}
+
+    def evaluate(self, generator, data: RunData, cfg: Config, seed: int, evaluator=None) -> dict[str, float]:
+        """The scheduled evaluation of the adversarial stage: metrics without the ``eval/`` prefix."""
+        raise NotImplementedError
+
+
+class SentenceTask(Task):
+    """Unconditional sentences (or the synthetic oracle's sequences)."""
+
+    name = "sentences"
+    eval_keys = [
+        *(f"bleu{n}" for n in (2, 3, 4, 5)),
+        *(f"self_bleu{n}" for n in (2, 3, 4, 5)),
+        "nll_test",
+        "nll_oracle",
+    ]
+
+    def prepare(self, cfg: Config, tokenizer: Tokenizer | None = None) -> RunData:
+        """Loads the splits, trains the tokenizer on what is kept of train (unless one is given), encodes every
+        split. With ``data.synthetic: oracle`` the splits are sampled from the oracle (seeded by ``seed``)."""
+        d = cfg.data
+        if d.synthetic == "oracle":
+            oracle, _ = load_oracle(d)
+            rng = torch.Generator().manual_seed(cfg.seed)
+            splits = {
+                "train": oracle.sample(d.num_train, generator=rng),
+                "test": oracle.sample(d.num_test, generator=rng),
+            }
+            tok = IdTokenizer(oracle.vocab_size, oracle.start_token)
+            reports = {
+                k: EncodeReport(len(v), len(v), tokens=v.numel()).summary(k) for k, v in splits.items()
+            }
+            raw = {k: [tok.decode(r) for r in v.tolist()] for k, v in splits.items()}
+            return RunData(tok, splits, reports, raw)
+        raw = load_text_splits(d, cfg.seed)
+        if tokenizer is None:
+
+            def kept(splitter: Tokenizer) -> list[list[str]]:
+                cut = (fit_length(splitter.tokens(line), d.max_len, d.overlong) for line in raw["train"])
+                return [t for t in cut if t]
+
+            tokenizer = build_tokenizer(cfg.tokenizer, raw["train"], d.lowercase, kept)
+        splits, reports = {}, {}
+        for name, lines in raw.items():
+            try:
+                splits[name], rep = encode_sentences(lines, tokenizer, d.max_len, d.overlong)
+            except DataError as e:  # say which split and file
+                source = d.hf_dataset or getattr(d, name, None)
+                raise DataError(f"the {name} split" + (f" ({source})" if source else "") + f": {e}") from None
+            reports[name] = rep.summary(name)
+        return RunData(tokenizer, splits, reports, raw)
+
+    def mle_step(self, generator, optimizer, batch, grad_clip, guard) -> float:
+        return mle_step(generator, optimizer, batch, grad_clip, guard)
+
+    def heldout_nll(self, generator, examples, batch_size: int = 256) -> float:
+        from seqgan.metrics.nll import nll_test
+
+        return nll_test(generator, examples, batch_size)
+
+    def show(self, generator, data, cfg, num, rng) -> list[str]:
+        sc = cfg.sample
+        out = sample(generator, num, cfg.data.max_len, sc.temperature, sc.top_k, sc.top_p, rng=rng)
+        return [data.tokenizer.decode(row) for row in out.tokens.tolist()]
+
+    def discriminator_round(
+        self,
+        discriminator,
+        optimizer,
+        generator,
+        train,
+        num,
+        epochs,
+        batch_size,
+        cfg,
+        data_rng,
+        sample_rng,
+        guard,
+    ) -> dict[str, float]:
+        fake = sample(generator, num, cfg.data.max_len, rng=sample_rng, batch_size=1024).tokens
+        real = train[torch.randperm(len(train), generator=data_rng)[:num]].to(fake.device)
+        return discriminator_epochs(
+            discriminator, optimizer, real, fake, epochs, batch_size, data_rng, guard,
+            by_length=cfg.discriminator.batch_by_length,
+        )  # fmt: skip
+
+    def discriminator_heldout(self, discriminator, generator, data, cfg, rng) -> dict:
+        if "test" not in data.splits:
+            return {}
+        test = data.splits["test"][: cfg.pretrain.d_num_negatives].to(generator.device)
+        fresh = sample(generator, len(test), cfg.data.max_len, rng=rng, batch_size=1024).tokens
+        return discriminator_accuracy(discriminator, test, fresh)
+
+    def evaluate(self, generator, data, cfg, seed, evaluator=None) -> dict[str, float]:
+        """BLEU-2..5, Self-BLEU-2..5, NLL_test (NLL_oracle for oracle runs) of ``adversarial.eval_num_samples``
+        samples; ``evaluator`` is the run's :class:`~seqgan.metrics.evaluator.Evaluator` (built when None)."""
+        evaluator = evaluator or self.evaluator(data, cfg)
+        metrics, tokens = evaluator.evaluate(
+            generator, cfg.adversarial.eval_num_samples, cfg.data.max_len, seed=seed
+        )
+        if cfg.data.synthetic == "oracle":
+            metrics["nll_oracle"] = load_oracle(cfg.data)[0].nll(tokens.cpu())
+        return metrics
+
+    @staticmethod
+    def evaluator(data: RunData, cfg: Config):
+        """The run's :class:`~seqgan.metrics.evaluator.Evaluator` (BLEU against the test split)."""
+        from seqgan.metrics.evaluator import Evaluator
+
+        if "test" not in data.splits:
+            raise DataError("evaluation needs a test split (data.test)")
+        return Evaluator(data.tokenizer, data.raw["test"], data.splits["test"], cfg.data.lowercase)
+
+
+class PairTask(Task):
+    """(context, response) pairs: the conditional task."""
+
+    name = "pairs"
+    eval_keys = ["bleu1", "bleu2", "bleu4", "distinct1", "distinct2", "generic_share", "avg_len", "nll_test"]
+
+    def prepare(self, cfg: Config, tokenizer: Tokenizer | None = None) -> RunData:
+        """Loads ``conditional.train`` / ``conditional.test``, trains the tokenizer on what is kept of both
+        sides of the training pairs (unless one is given) and encodes them."""
+        c, d = cfg.conditional, cfg.data
+        if not c.train:
+            raise DataError("conditional.train is not set: no (context, response) pairs to load")
+        raw = {"train": load_pairs(c.train).head(c.max_train_pairs)}
+        if c.test:
+            raw["test"] = load_pairs(c.test).head(c.max_test_pairs)
+        if tokenizer is None:
+            train = raw["train"]
+
+            def kept(splitter: Tokenizer) -> list[list[str]]:
+                out = []
+                for context, response in zip(train.contexts, train.responses, strict=True):
+                    ctx, resp = splitter.tokens(context), splitter.tokens(response)
+                    resp = fit_length(resp, d.max_len, d.overlong) if ctx and resp else None
+                    if resp:
+                        out += [fit_length(ctx, c.context_max_len, "truncate", keep="tail"), resp]
+                return out
+
+            tokenizer = build_tokenizer(cfg.tokenizer, train.contexts + train.responses, d.lowercase, kept)
+        splits, reports, kept_raw = {}, {}, {}
+        for name, pairs in raw.items():
+            enc: EncodedPairs = encode_pairs(pairs, tokenizer, d.max_len, c.context_max_len, d.overlong)
+            splits[name], reports[name], kept_raw[name] = (
+                Pairs(enc.contexts, enc.responses),
+                enc.summary(name),
+                enc.kept_raw,
+            )
+        return RunData(tokenizer, splits, reports, kept_raw)
+
+    def mle_step(self, generator, optimizer, batch: Pairs, grad_clip, guard) -> float:
+        return mle_step(
+            BoundGenerator(generator, batch.contexts), optimizer, batch.responses, grad_clip, guard
+        )
+
+    def heldout_nll(self, generator, examples: Pairs, batch_size: int = 256) -> float:
+        return pair_nll(generator, examples.contexts, examples.responses, batch_size)
+
+    def show(self, generator, data, cfg, num, rng) -> list[str]:
+        pairs = data.raw.get("test") or data.raw["train"]
+        sc = cfg.sample
+        got = reply(generator, data.tokenizer, pairs.contexts[:num], cfg.data.max_len, cfg.conditional.context_max_len,
+                    sc.temperature, sc.top_k, sc.top_p, rng)  # fmt: skip
+        return [f"{c!r} -> {r!r}" for c, r in zip(pairs.contexts[:num], got, strict=False)]
+
+    def discriminator_round(
+        self, discriminator, optimizer, generator, train: Pairs, num, epochs, batch_size, cfg, data_rng, sample_rng,
+        guard,
+    ) -> dict[str, float]:  # fmt: skip
+        return pair_discriminator_round(
+            discriminator, optimizer, generator, train.contexts, train.responses, num, epochs, batch_size,
+            cfg.conditional.mismatch_fraction, cfg.data.max_len, data_rng, sample_rng, guard=guard,
+        )  # fmt: skip
+
+    def trainer_data(self, train: Pairs) -> dict:
+        return {"contexts": train.contexts, "responses": train.responses}
+
+    def evaluate(self, generator, data, cfg, seed, evaluator=None) -> dict[str, float]:
+        """Response metrics (BLEU against each reference, distinct-n, generic share, length, NLL_test; no
+        adversarial-success evaluator) on the first ``conditional.eval_num_pairs`` test contexts."""
+        from seqgan.metrics.responses import response_metrics
+
+        test = data.splits.get("test")
+        if test is None:
+            return {}
+        n = min(cfg.conditional.eval_num_pairs, len(test))
+        rng = torch.Generator(device=generator.device).manual_seed(seed)
+        sc = cfg.sample
+        gen = sample_responses(generator, test.contexts[:n].to(generator.device), cfg.data.max_len, sc.temperature,
+                               sc.top_k, sc.top_p, rng)  # fmt: skip
+        tok = data.tokenizer
+        hyps = [tok.decode_tokens(r) for r in gen.tokens.tolist()]
+        refs = [tok.decode_tokens(r) for r in test.responses[:n].tolist()]
+        row = response_metrics(hyps, refs)
+        row["nll_test"] = pair_nll(generator, test.contexts, test.responses)
+        return row
+
+
+TASKS: dict[str, Task] = {"sentences": SentenceTask(), "pairs": PairTask()}
+
+
+def task_of(cfg: Config) -> Task:
+    """The :class:`Task` of a config (``pairs`` when ``conditional.train`` is set)."""
+    return TASKS[cfg.task]
+
+
+def prepare_data(cfg: Config, tokenizer: Tokenizer | None = None) -> RunData:
+    """The splits of ``cfg``'s task, encoded with ``tokenizer`` (trained on the training split when None)."""
+    return task_of(cfg).prepare(cfg, tokenizer)
+
+
+@torch.no_grad()
+def pair_nll(model, contexts: torch.Tensor, responses: torch.Tensor, batch_size: int = 256) -> float:
+    """Mean per-token NLL (nats) of ``responses`` given ``contexts`` (EOS included, padding excluded), eval mode."""
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0
+    bound = BoundGenerator(model, contexts[:1])
+    device = bound.device
+    try:
+        for s in range(0, contexts.shape[0], batch_size):
+            ctx = contexts[s : s + batch_size].to(device)
+            nll, n = sequence_nll(bound.rebind(ctx), responses[s : s + batch_size].to(device))
+            total, count = total + float(nll), count + n
+    finally:
+        model.train(was)
+    return total / max(count, 1)
+
+
+def reply(
+    model,
+    tokenizer: Tokenizer,
+    contexts: list[str],
+    max_len: int,
+    context_max_len: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    rng: torch.Generator | None = None,
+) -> list[str]:
+    """Detokenized responses of a conditional generator to raw context strings (a context that encodes to
+    nothing reads as just EOS)."""
+    from seqgan.data.datasets import pad_row
+
+    rows = [pad_row(fit_length(tokenizer.encode(t), context_max_len, keep="tail"), context_max_len, tokenizer)
+            for t in contexts]  # fmt: skip
+    ctx = torch.tensor(rows, dtype=torch.long, device=model.device)
+    out = sample_responses(model, ctx, max_len, temperature, top_k, top_p, rng)
+    return [tokenizer.decode(r) for r in out.tokens.tolist()]
+
+
+# ---------------------------------------------------------------------------------------------- models
+def new_models(cfg: Config, tokenizer: Tokenizer, device: torch.device | str) -> tuple[nn.Module, nn.Module]:
+    """Fresh generator and discriminator for ``cfg`` (either task), on ``device``."""
+    return build_generator(cfg, tokenizer).to(device), build_discriminator(cfg, tokenizer).to(device)
+
+
+def make_checkpoint(
+    cfg: Config,
+    tokenizer: Tokenizer,
+    generator: nn.Module,
+    discriminator: nn.Module | None,
+    optimizers: dict[str, torch.optim.Optimizer],
+    step: int,
+    stage: str,
+    extra: dict | None = None,
+) -> dict:
+    """The checkpoint payload: everything needed to resume or sample, without pickled objects."""
+    payload = {
+        "stage": stage,
+        "step": step,
+        "config": to_dict(cfg),
+        "tokenizer": tokenizer.state_dict(),
+        "generator": {"spec": generator.spec(), "state_dict": generator.state_dict()},
+        "discriminator": None
+        if discriminator is None
+        else {"spec": discriminator.spec(), "state_dict": discriminator.state_dict()},
+        "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
+        "rng": rng_state(),
+    }
+    if extra:
+        payload.update(extra)
+    return payload
+
+
+@dataclass
+class Run:
+    """What a checkpoint rebuilds: config, tokenizer, models (on ``device``) and the raw payload."""
+
+    cfg: Config
+    tokenizer: Tokenizer
+    generator: nn.Module
+    discriminator: nn.Module | None
+    payload: dict
+
+    @property
+    def task(self) -> Task:
+        return task_of(self.cfg)
+
+    @property
+    def conditional(self) -> bool:
+        return self.cfg.task == "pairs"
+
+
+def _entry(ckpt: dict, key: str, path) -> dict:
+    value = ckpt.get(key)
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path} has no {key} (the checkpoint was edited or is incomplete)")
+    return value
+
+
+def _build(kind_of, entry: dict, what: str, path) -> nn.Module:
+    """A model rebuilt from a checkpoint entry ``{"spec", "state_dict"}``, with one-line errors."""
+    from seqgan import checkpoint
+
+    spec, state = entry.get("spec"), entry.get("state_dict")
+    if not isinstance(spec, dict) or not isinstance(state, dict):
+        raise CheckpointError(f"{path}: the {what} entry needs a spec and a state_dict")
+    try:
+        cls = kind_of(spec.get("kind", "cnn" if what == "discriminator" else "lstm"))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {what}: {e}") from None
+    build_checked = getattr(checkpoint, "build_checked", None)
+    if build_checked is not None:
+        return build_checked(cls.from_spec, {k: v for k, v in spec.items()}, state, what, path)
+    try:
+        model = cls.from_spec(spec)
+        model.load_state_dict(state)
+    except (TypeError, KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: {what} does not match its spec ({str(e).splitlines()[0]})") from None
+    return model
+
+
+def load_run(path: str | Path, device: torch.device | str = "cpu") -> Run:
+    """Rebuilds config, tokenizer, generator and discriminator (either task) from a checkpoint file.
+
+    Raises:
+        CheckpointError: the file is missing, damaged, refused, edited (a missing entry, a spec that does not
+            match its weights) or its generator does not fit its tokenizer; one line naming the problem.
+    """
+    from seqgan.config import ConfigError
+
+    ckpt = load_checkpoint(path)
+    try:
+        cfg = config_from_saved(_entry(ckpt, "config", path))
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: its config is not valid here ({e})") from None
+    try:
+        tokenizer = tokenizer_from_state(_entry(ckpt, "tokenizer", path))
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: its tokenizer cannot be rebuilt ({e})") from None
+    gen_entry = _entry(ckpt, "generator", path)
+    if is_conditional(gen_entry.get("spec", {})) != (cfg.task == "pairs"):
+        raise CheckpointError(f"{path}: its generator kind does not match its config's task")
+    spec_vocab = gen_entry.get("spec", {}).get("vocab_size")
+    if isinstance(spec_vocab, int) and (
+        spec_vocab < tokenizer.vocab_size or (spec_vocab != tokenizer.vocab_size and tokenizer.kind != "hf")
+    ):
+        raise CheckpointError(
+            f"{path}: its generator has {spec_vocab} token embeddings but its {tokenizer.kind} tokenizer "
+            f"{tokenizer.vocab_size} tokens: the ids would point at unrelated rows"
+        )
+    generator = _build(generator_class, gen_entry, "generator", path).to(device)
+    discriminator = None
+    if ckpt.get("discriminator") is not None:
+        discriminator = _build(
+            discriminator_class, _entry(ckpt, "discriminator", path), "discriminator", path
+        )
+        discriminator = discriminator.to(device)
+    return Run(cfg, tokenizer, generator, discriminator, ckpt)

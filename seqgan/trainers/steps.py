@@ -1,0 +1,182 @@
+"""Updates shared by pretraining and the adversarial trainers: the MLE step, the discriminator's BCE step and
+its epochs over length-bucketed batches, and held-out discriminator accuracy.
+
+Every update goes through :func:`~seqgan.trainers.base.guarded_update` (NaN/inf never applied; the guard's
+policy stops or skips).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seqgan.losses import discriminator_bce, sequence_nll
+from seqgan.models.base import Generator
+from seqgan.trainers.base import NonFiniteGuard, guarded_update
+
+__all__ = [
+    "discriminator_accuracy",
+    "discriminator_epochs",
+    "discriminator_step",
+    "length_batches",
+    "mle_step",
+]
+
+
+def mle_step(
+    generator: Generator,
+    optimizer: torch.optim.Optimizer,
+    tokens: torch.Tensor,
+    grad_clip: float = 0.0,
+    guard: NonFiniteGuard | None = None,
+) -> float:
+    """One teacher-forced maximum-likelihood update on ``(B, T)`` target sequences (train mode: dropout on).
+
+    Returns:
+        The mean NLL per real token, or NaN when the update was skipped (``guard`` with policy ``skip``).
+    Raises:
+        NonFiniteLossError: a NaN/inf loss or gradient and the guard's policy is ``stop`` (the default).
+    """
+    guard = guard or NonFiniteGuard("stop")
+    generator.train()
+    total, count = sequence_nll(generator, tokens)
+    loss = total / max(count, 1)  # mean NLL per real token
+    stepped, _ = guarded_update(
+        loss,
+        optimizer,
+        generator.parameters(),
+        guard,
+        "MLE",
+        grad_clip,
+        what="MLE loss / gradient norm; lower pretrain.lr or check the data",
+    )
+    return loss.item() if stepped else float("nan")
+
+
+def discriminator_step(
+    discriminator: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    guard: NonFiniteGuard | None = None,
+) -> dict[str, float]:
+    """One binary cross-entropy update on a batch of real and a batch of generated ``(B, T)`` sequences.
+
+    A NaN/inf loss or gradient skips the update, or raises, as ``guard`` says (default: raise).
+
+    Returns:
+        ``discriminator/loss``, ``discriminator/acc_real`` and ``discriminator/acc_fake``.
+    """
+    guard = guard or NonFiniteGuard("stop")
+    discriminator.train()
+    if real.shape[1:] == fake.shape[1:]:  # one call: larger matrix products, half the per-call work
+        logits_real, logits_fake = discriminator(torch.cat([real, fake])).split(
+            [real.shape[0], fake.shape[0]]
+        )
+    else:
+        logits_real, logits_fake = discriminator(real), discriminator(fake)
+    loss = discriminator_bce(logits_real, logits_fake)
+    guarded_update(
+        loss,
+        optimizer,
+        discriminator.parameters(),
+        guard,
+        "discriminator",
+        what="discriminator loss / gradient; lower the discriminator's learning rate",
+    )
+    return {
+        "discriminator/loss": loss.item(),
+        "discriminator/acc_real": float((logits_real > 0).float().mean()),
+        "discriminator/acc_fake": float((logits_fake < 0).float().mean()),
+    }
+
+
+def length_batches(
+    tokens: torch.Tensor | tuple[torch.Tensor, ...],
+    num: int,
+    batch_size: int,
+    rng: torch.Generator,
+    lengths_of=None,
+    pool_batches: int = 50,
+) -> list:
+    """Index batches over ``num`` rows of ``tokens`` ``(N, T)`` drawn in a seeded random order.
+
+    With ``lengths_of`` (``tokens -> (N,)`` lengths), rows are bucketed: the random order is cut into pools of
+    ``pool_batches`` batches, each pool is sorted by length (stable) and cut into batches, and the batches are
+    shuffled. Every row is still used once per call and each batch is a random draw from its pool's lengths,
+    but a batch's longest row is close to its shortest. Without it, plain consecutive slices of the order.
+
+    ``tokens`` may be a tuple of tensors (real and generated sentences): each gets its own random order, and the
+    result is a list of tuples of index batches, one per tensor; bucketed, the i-th shortest batches of each
+    tensor's pool go together, so the batches of a tuple have similar lengths too.
+    """
+    parts = tokens if isinstance(tokens, tuple) else (tokens,)
+    orders = [torch.randperm(t.shape[0], generator=rng)[:num] for t in parts]
+    lengths = None if lengths_of is None else [lengths_of(t) for t in parts]
+    if lengths is None or any(x is None for x in lengths):
+        groups = list(zip(*(order.split(batch_size) for order in orders), strict=True))
+    else:
+        groups = []
+        for pools in zip(*(order.split(batch_size * pool_batches) for order in orders), strict=True):
+            ranked = [
+                p[torch.argsort(x[p], stable=True)].split(batch_size)
+                for p, x in zip(pools, lengths, strict=True)
+            ]
+            groups.extend(zip(*ranked, strict=True))
+        groups = [groups[i] for i in torch.randperm(len(groups), generator=rng).tolist()]
+    return groups if isinstance(tokens, tuple) else [g[0] for g in groups]
+
+
+def discriminator_epochs(
+    discriminator: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    rng: torch.Generator,
+    guard: NonFiniteGuard | None = None,
+    by_length: bool = False,
+) -> dict[str, float]:
+    """``epochs`` passes over (real, fake) pairs of batches in a seeded order; returns the mean metrics
+    (skipped non-finite steps, see ``guard``, count in the loss mean as NaN).
+
+    ``by_length``: batches of similar lengths (see :func:`length_batches`), so that the discriminator, which
+    skips the all-padding columns of a batch, computes fewer padded windows; the real and the generated batches
+    are drawn independently either way.
+    """
+    n = min(real.shape[0], fake.shape[0])
+    lengths = getattr(getattr(discriminator, "module", discriminator), "lengths", None)  # DDP wraps it
+    sums: dict[str, float] = {}
+    count = 0
+    for _ in range(epochs):
+        for real_idx, fake_idx in length_batches(
+            (real, fake), n, batch_size, rng, lengths if by_length else None
+        ):
+            r, f = real[real_idx], fake[fake_idx]
+            for k, v in discriminator_step(discriminator, optimizer, r, f, guard).items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def discriminator_accuracy(
+    discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor, batch_size: int = 512
+) -> dict[str, float]:
+    """Eval-mode accuracy on real and on generated sequences (``discriminator/eval_acc_real`` / ``_fake``)."""
+    was_training = discriminator.training
+    discriminator.eval()
+    try:
+        acc_real = torch.cat(
+            [discriminator(real[i : i + batch_size]) > 0 for i in range(0, len(real), batch_size)]
+        )
+        acc_fake = torch.cat(
+            [discriminator(fake[i : i + batch_size]) < 0 for i in range(0, len(fake), batch_size)]
+        )
+    finally:
+        discriminator.train(was_training)
+    return {
+        "discriminator/eval_acc_real": float(acc_real.float().mean()),
+        "discriminator/eval_acc_fake": float(acc_fake.float().mean()),
+    }
