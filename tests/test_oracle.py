@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from seqgan.metrics.oracle import PARAM_NAMES, OracleLSTM, nll_oracle
+from tests.conftest import SHARED
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -66,12 +67,14 @@ def _chi_square_limit(df: int) -> float:
 # ---------------------------------------------------------------------------- the paper's oracle
 
 
+PAPER_ORACLE = SHARED / "data/seqgan_oracle/seqgan_oracle.npz"
+
+
 @pytest.fixture(scope="module")
 def paper_oracle() -> OracleLSTM:
-    path = OracleLSTM.default_path()
-    if path is None:
+    if not PAPER_ORACLE.is_file():
         pytest.skip("SeqGAN oracle weights (../shared/data/seqgan_oracle/seqgan_oracle.npz) not available")
-    return OracleLSTM.from_npz(path)
+    return OracleLSTM.from_npz(PAPER_ORACLE)
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +85,11 @@ def paper_samples(paper_oracle: OracleLSTM) -> torch.Tensor:
 def test_paper_oracle_shapes(paper_oracle: OracleLSTM) -> None:
     assert (paper_oracle.vocab_size, paper_oracle.embed_dim, paper_oracle.hidden_dim) == (5000, 32, 32)
     assert paper_oracle.seq_len == 20 and paper_oracle.start_token == 0
-    oracle, kind = OracleLSTM.load_or_random()
-    assert kind == "seqgan_paper"
+    oracle, kind = OracleLSTM.load_or_random(PAPER_ORACLE)
+    assert kind == "file"
     assert torch.equal(oracle.Wo, paper_oracle.Wo)
+    # the library never looks for the weights by itself: no path, a random oracle
+    assert OracleLSTM.load_or_random()[1] == "random"
 
 
 def test_paper_oracle_own_samples_nll(paper_oracle: OracleLSTM, paper_samples: torch.Tensor) -> None:
@@ -152,7 +157,7 @@ def test_load_or_random_fallback_and_npz_roundtrip(tmp_path) -> None:
     oracle = OracleLSTM.random(5, vocab_size=30, embed_dim=4, hidden_dim=6, seq_len=7)
     oracle.save_npz(tmp_path / "o.npz")
     loaded, kind = OracleLSTM.load_or_random(tmp_path / "o.npz")
-    assert kind == "seqgan_paper"
+    assert kind == "file"
     assert (loaded.vocab_size, loaded.embed_dim, loaded.hidden_dim) == (30, 4, 6)
     for name in PARAM_NAMES:
         assert torch.equal(getattr(loaded, name), getattr(oracle, name))
@@ -256,3 +261,27 @@ def test_sampler_matches_exact_sequence_distribution() -> None:
     stat, df = _chi_square(observed, exact * n)
     assert df >= 10
     assert stat < _chi_square_limit(df), (stat, df)
+
+
+def test_prepare_oracle_converts_the_papers_pickle_and_refuses_anything_else(tmp_path, monkeypatch) -> None:
+    """``recipes/prepare_oracle.py`` reads SeqGAN's parameter pickle (a list of arrays) without running code."""
+    import os
+    import pickle
+    import runpy
+
+    oracle = OracleLSTM.random(3, vocab_size=30, embed_dim=4, hidden_dim=6)
+    arrays = [getattr(oracle, name).detach().numpy().astype(np.float64) for name in PARAM_NAMES]
+    (tmp_path / "params.pkl").write_bytes(pickle.dumps(arrays, protocol=2))
+    prepare = runpy.run_path("recipes/prepare_oracle.py")
+    out = prepare["main"](["--pickle", str(tmp_path / "params.pkl"), "--out", str(tmp_path / "o.npz")])
+    loaded = OracleLSTM.from_npz(out)
+    assert all(torch.equal(getattr(loaded, n), getattr(oracle, n)) for n in PARAM_NAMES)
+
+    class Evil:
+        def __reduce__(self):
+            return (os.mkdir, (str(tmp_path / "ran"),))
+
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps([Evil()]))
+    with pytest.raises(Exception, match="posix.mkdir: not an array list, refused"):
+        prepare["main"](["--pickle", str(tmp_path / "evil.pkl"), "--out", str(tmp_path / "e.npz")])
+    assert not (tmp_path / "ran").exists() and not (tmp_path / "e.npz").exists()
