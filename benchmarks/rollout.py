@@ -42,7 +42,9 @@ import time
 # Idle OpenMP threads sleep instead of spinning: on a machine shared with other jobs a spinning thread keeps the
 # core its descheduled partner needs, and every parallel kernel then waits a scheduler time slice (10x slower
 # runs, for the engine and the baseline alike). Must be set before torch starts OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from seqgan.runtime import prefer_passive_waits
+
+prefer_passive_waits()
 
 import torch
 import torch.nn.functional as F

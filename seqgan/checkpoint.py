@@ -267,8 +267,8 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     :func:`save_checkpoint`) and ``.<name>.<pid>.link`` (from :func:`save_numbered`), for ``path`` and its
     numbered siblings ``<stem>_NNNN<suffix>``, in ``path``'s folder. Nothing else is touched.
 
-    Call it when a stage starts, before it writes: a temporary file of a writer that is still running would be
-    removed too.
+    Call it before anything writes ``path`` (the run stages clear their own leftovers the same way when they
+    claim their folder): a temporary file of a writer that is still running would be removed too.
 
     Args:
         path: the stable checkpoint name (``runs/a/pretrain.pt``).

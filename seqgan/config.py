@@ -569,8 +569,9 @@ METHODS: dict[str, Method] = {
     "gumbel": Method("gumbel", "cnn", ("cnn", "rnn"), True),
     "scratchgan": Method("scratchgan", "rnn", ("rnn",), False),
 }
-"""``adversarial.method`` -> its section, discriminator and tasks. A new method adds a section and a line here,
-and its trainer to :data:`seqgan.trainers.TRAINERS`."""
+"""``adversarial.method`` -> its section, discriminator and tasks. A new method adds: its section (a
+:class:`Section` dataclass and a :class:`Config` field of that name), its name to ``AdversarialConfig.method``, a
+line here, and its trainer class to :data:`seqgan.trainers.TRAINERS`."""
 
 
 @dataclass
@@ -936,6 +937,15 @@ def _dotted(tree: dict, prefix: str = "") -> list[str]:
             out += _dotted(v, f"{prefix}{k}.")
         else:
             out.append(f"{prefix}{k}")
+    return out
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` that keeps the record of explicitly set keys (:func:`explicit_keys`); the changed
+    run-level fields (``seed=1``, ``out_dir=...``) count as set explicitly."""
+    out = dataclasses.replace(cfg, **changes)
+    set_now = {k for k, v in changes.items() if not dataclasses.is_dataclass(v)}
+    out._set_keys = explicit_keys(cfg) | set_now
     return out
 
 

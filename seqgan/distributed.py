@@ -154,7 +154,9 @@ def per_rank_config(cfg: Any) -> Any:
         upd = {k: max(1, getattr(section, k) // w) for k in PER_RANK_KEYS if k in names}
         if upd:
             changes[f.name] = dataclasses.replace(section, **upd)
-    return dataclasses.replace(cfg, **changes)
+    from seqgan.config import replace
+
+    return replace(cfg, **changes)
 
 
 def any_rank(flag: bool) -> bool:

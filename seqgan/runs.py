@@ -502,7 +502,7 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> Run:
         spec_vocab < tokenizer.vocab_size or (spec_vocab != tokenizer.vocab_size and tokenizer.kind != "hf")
     ):
         raise CheckpointError(
-            f"{path}: its generator has {spec_vocab} token embeddings but its {tokenizer.kind} tokenizer "
+            f"{path}: its generator has {spec_vocab} token embeddings but its {tokenizer.kind} tokenizer has "
             f"{tokenizer.vocab_size} tokens: the ids would point at unrelated rows"
         )
     generator = _build(generator_class, gen_entry, "generator", path).to(device)

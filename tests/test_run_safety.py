@@ -316,3 +316,24 @@ def test_sample_on_a_conditional_checkpoint_names_the_right_recipe(tmp_path, mon
     assert recipe("pretrain", *chat, "pretrain.d_rounds=0", monkeypatch=monkeypatch) is None
     msg = error_of("sample", "--checkpoint", str(out / "pretrain.pt"), monkeypatch=monkeypatch)
     assert "holds a conditional (context -> response) model" in msg and "recipes/chat.py" in msg
+
+
+def test_an_unset_dropout_is_taken_from_the_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert recipe("pretrain", *TINY, f"out_dir={out}", "generator.dropout=0.3", "pretrain.d_rounds=0",
+                  monkeypatch=monkeypatch) is None  # fmt: skip
+    tree = yaml.safe_load((ROOT / "recipes/configs/tiny.yaml").read_text())
+    del tree["generator"]
+    (tmp_path / "loose.yaml").write_text(yaml.safe_dump(tree))
+    args = ["--config", str(tmp_path / "loose.yaml"), "num_threads=1", *FAST, f"out_dir={out}"]
+    assert recipe("adversarial", *args, monkeypatch=monkeypatch) is None
+    ckpt = load_checkpoint(out / "adversarial.pt")
+    assert ckpt["config"]["generator"]["dropout"] == ckpt["generator"]["spec"]["dropout"] == 0.3
+
+
+def test_config_copies_keep_what_was_set_explicitly():
+    from seqgan.config import explicit_keys, load_config, replace
+
+    cfg = load_config(None, ["generator.hidden_dim=8"])
+    copy = replace(cfg, seed=3)
+    assert explicit_keys(copy) == {"generator.hidden_dim", "seed"} and copy.seed == 3

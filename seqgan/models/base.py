@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 class Generator(nn.Module):
-    """Base class: subclasses implement ``forward``, ``init_state``, ``step``, ``spec`` and ``from_spec``."""
+    """Base class: subclasses implement ``forward``, ``init_state``, ``step``, ``select_state``, ``spec`` and
+    ``from_spec`` (and may override ``masked_logits`` and ``fast_decoder`` to be faster)."""
 
     vocab_size: int
     pad_id: int
@@ -48,6 +49,11 @@ class Generator(nn.Module):
 
     def step(self, tokens: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         """Reads one token per row and returns ``((B, V) logits of the next token, new state)``."""
+        raise NotImplementedError
+
+    def select_state(self, state: Any, index: torch.Tensor) -> Any:
+        """Rows ``index`` ``(N,)`` of a decoding state, in that order (rows may repeat: the rollouts copy a prefix's
+        state once per completion)."""
         raise NotImplementedError
 
     def fast_decoder(self, temperature: float) -> Decoder | None:

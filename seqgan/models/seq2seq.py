@@ -289,7 +289,7 @@ class BoundGenerator(Generator):
             return c.expand(n, -1)
         raise ValueError(
             f"generator bound to {c.shape[0]} contexts was asked for {n} rows; a conditional batch must be "
-            "decoded in one piece (use MonteCarloRollout(max_rows=None), i.e. adversarial.rollout_chunk_rows=0)"
+            "decoded in one piece (use MonteCarloRollout(max_rows=None), i.e. seqgan.rollout_chunk_rows=0)"
         )
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

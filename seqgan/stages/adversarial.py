@@ -134,11 +134,15 @@ def start_models(cfg: Config, device: torch.device) -> Start:
     )
 
 
+DROPOUT_KEYS = ("generator.dropout", "discriminator.dropout")
+
+
 def fit_to_checkpoint(cfg: Config, saved: dict, source: str) -> Config:
     """``cfg`` with the model settings of a pretrained run: the tokenizer, model and sequence-length keys that
     fix its weights (:data:`~seqgan.checkpoint.MODEL_KEYS`) are taken from ``saved`` (the checkpoint's config)
     unless ``cfg`` sets them explicitly (:func:`~seqgan.config.explicit_keys`); an explicit value that
-    contradicts the checkpoint is refused. Dropout rates change no weight and are left to the caller to apply.
+    contradicts the checkpoint is refused. An explicit dropout rate changes no weight: it is kept for the caller to
+    apply (:func:`apply_dropout`); an implicit one is taken from the checkpoint like the rest.
     The returned config describes the models the run trains (it is what the adversarial checkpoint records).
 
     Raises:
@@ -151,8 +155,10 @@ def fit_to_checkpoint(cfg: Config, saved: dict, source: str) -> Config:
     for key in sorted(set(mine) & set(theirs)):
         if not any(key.startswith(k) if k.endswith(".") else key == k for k in MODEL_KEYS):
             continue
-        if mine[key] == theirs[key] or key in IGNORED_KEYS:
+        if mine[key] == theirs[key] or (key in IGNORED_KEYS and key not in DROPOUT_KEYS):
             continue
+        if key in DROPOUT_KEYS and key in explicit:
+            continue  # changes no weight: the caller applies it (apply_dropout)
         if key in explicit:
             refused.append(f"{key}={mine[key]!r} (the checkpoint has {theirs[key]!r})")
         else:
@@ -269,7 +275,7 @@ def adversarial(cfg: Config, resume: bool = False, overwrite: bool = False) -> P
         for name, model in (("generator", gen_model), ("discriminator", disc_model)):
             if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
                 raise NonFiniteLossError(
-                    f"non-finite {name} weights after epoch {epoch}; not saved. {trainer.nan_guard.note}"
+                    f"non-finite {name} weights after epoch {epoch}, not saved; {trainer.nan_guard.note}"
                 )
         payload = make_checkpoint(  # optimizers, rollout policy and baselines live in the trainer state
             cfg, tok, gen_model, disc_model, {}, trainer.g_steps, "adversarial",

@@ -10,12 +10,11 @@ human responses) and the wall time of each stage. :func:`run_seeds` runs it once
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
 
-from seqgan.config import Config, ConfigError
+from seqgan.config import Config, ConfigError, replace
 from seqgan.metrics.suite import METRIC_KEYS, format_table
 from seqgan.stages.adversarial import adversarial
 from seqgan.stages.evaluate import EvalOptions, evaluate_checkpoint
@@ -131,9 +130,7 @@ def run_seeds(cfg: Config, seeds: list[int], **options) -> dict:
     runs = {}
     for seed in seeds:
         print(f"==== seed {seed}")
-        runs[seed] = run_pipeline(
-            dataclasses.replace(cfg, seed=seed, out_dir=str(out / f"seed_{seed}")), **options
-        )
+        runs[seed] = run_pipeline(replace(cfg, seed=seed, out_dir=str(out / f"seed_{seed}")), **options)
     summary = aggregate_seeds(runs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
