@@ -42,3 +42,17 @@ def test_oracle_benchmark_quick(root, tmp_path):
     assert result["oracle"] in ("file", "random")
     assert result["nll_oracle_mle"] > 0 and result["nll_oracle_adversarial"] > 0 and result["wall_s"] > 0
     assert (tmp_path / "oracle_curve.png").stat().st_size > 0
+
+
+def test_discriminator_benchmark_quick(root):
+    proc = run_recipe(["benchmarks/discriminator.py", "--quick", "--threads", "1"], cwd=root, timeout=300)
+    result = last_json(proc)
+    assert result["agreement"]["max_abs_diff_forward"] < 1e-5
+    assert result["agreement"]["max_abs_diff_grad"] < 1e-5
+    assert result["peak_gflops"]["fp32"] > 0 and result["peak_gflops"]["bf16"] > 0
+    for data in ("full", "trained"):
+        for precision in ("fp32", "bf16"):
+            for impl in ("seqgan", "conv2d"):
+                assert result[f"{data}_{precision}_{impl}_s"] > 0
+                assert result[f"{data}_{precision}_{impl}_gflops"] > 0
+            assert 0.0 <= result["d_acc"][f"{data}_{precision}"] <= 1.0

@@ -8,6 +8,12 @@ through the same embedding matrix.
 Options for relaxed (Gumbel-softmax) training: spectral normalization of the convolutions and linear layers
 (Miyato et al. 2018, ``spectral_norm=True`` or :meth:`CNNDiscriminator.enable_spectral_norm`) and instance noise
 (``noise_std`` in :meth:`CNNDiscriminator.forward`). Both are off by default and then change nothing.
+
+The convolutions and the max-over-time pooling are one operation, :func:`conv_max_pool`, whose backward uses what
+max pooling implies: each pooled feature ``(b, f)`` comes from one window, so the filter gradient is a weighted
+sum of ``B`` gathered windows per filter tap (one ``embedding_bag`` per width, independent of the sequence length)
+instead of a dense correlation over every window, and the input gradient is one transposed convolution of the
+scattered pooled gradients. Under bf16 autocast the convolutions and the input gradient run in bfloat16.
 """
 
 from __future__ import annotations
@@ -26,6 +32,148 @@ def embed_inputs(embedding: nn.Embedding, inputs: torch.Tensor) -> torch.Tensor:
     if inputs.dim() == 3 and inputs.shape[-1] == vocab:
         return inputs @ embedding.weight  # (B, T, V) @ (V, E)
     raise ValueError(f"expected (B, T) token ids or (B, T, {vocab}) vectors, got {tuple(inputs.shape)}")
+
+
+def conv_max_pool(
+    x: torch.Tensor,
+    lengths: torch.Tensor,
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor | None],
+) -> torch.Tensor:
+    """Max-over-time pooled 1-D convolutions of several widths, over the windows that start on a real token.
+
+    Equal to ``cat_k(max over s < lengths[b] of conv1d(x, W_k, b_k)[b, :, s])`` (the windows read ``x``, which is
+    zero past each row's end), forward and backward (a feature's gradient goes to the window that attains its
+    maximum; equal windows are equal inputs, so the embedding gradients agree with any split among them).
+
+    Args:
+        x: ``(B, L + kmax - 1, E)`` inputs (embeddings) of rows of at most ``L`` real positions (what windows read
+            past a row's end is what ``x`` holds there: zeros, the padding embedding, for padded ids).
+        lengths: ``(B,)`` real positions per row, ``1 <= lengths <= L``.
+        weights: per width ``k``, an ``(n_k, E, k)`` convolution weight (``kmax`` is the widest).
+        biases: per width, ``(n_k,)`` or None.
+    Returns:
+        ``(B, sum n_k)`` pooled maxima, before any activation (in the autocast dtype under autocast).
+    """
+    return _ConvMaxPool.apply(x, lengths, len(weights), *weights, *biases)
+
+
+class _ConvMaxPool(torch.autograd.Function):
+    """:func:`conv_max_pool`: convolutions with a fused masked max, and a backward that uses the argmax."""
+
+    @staticmethod
+    def forward(ctx, x, lengths, n, *params):
+        weights, biases = params[:n], params[n:]
+        device = x.device.type
+        cdt = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        kmax = max(w.shape[2] for w in weights)
+        windows = x.shape[1] - kmax + 1  # L: window starts that can hold a real token
+        with torch.autocast(device, enabled=False):
+            xt = x.to(cdt).transpose(1, 2)  # (B, E, L + kmax - 1)
+            invalid = None  # windows starting past a row's end; none when every row is full (no masking pass)
+            if int(lengths.min()) < windows:
+                invalid = (torch.arange(windows, device=x.device)[None, :] >= lengths[:, None])[
+                    :, None, :
+                ]  # (B, 1, L)
+            values, indices = [], []
+            for w, b in zip(weights, biases, strict=True):
+                k = w.shape[2]
+                y = F.conv1d(
+                    xt[:, :, : windows + k - 1], w.to(cdt), None if b is None else b.to(cdt)
+                )  # (B, n, L)
+                if invalid is not None:
+                    y.masked_fill_(invalid, float("-inf"))
+                v, i = y.max(dim=2)  # (B, n) each
+                values.append(v)
+                indices.append(i)
+        ctx.n, ctx.cdt, ctx.windows = n, cdt, windows
+        ctx.has_bias = [b is not None for b in biases]
+        ctx.biases, ctx.lengths = biases, lengths  # for a differentiable backward (create_graph)
+        ctx.save_for_backward(x, *weights, *indices)
+        return torch.cat(values, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        n, cdt, windows = ctx.n, ctx.cdt, ctx.windows
+        x, *rest = ctx.saved_tensors
+        weights, indices = rest[:n], rest[n:]
+        if torch.is_grad_enabled():  # create_graph (a gradient penalty): differentiate the plain computation
+            return _plain_backward(ctx, grad, x, weights, windows)
+        batch, width, embed = x.shape
+        need_x = ctx.needs_input_grad[0]
+        xt = x.to(cdt).transpose(1, 2)  # (B, E, L + kmax - 1)
+        table = x.reshape(batch * width, embed)  # every window's rows, for the filter gradients
+        row0 = (torch.arange(batch, device=x.device) * width)[None, None, :]  # (1, 1, B)
+        gx = torch.zeros(batch, embed, width, dtype=cdt, device=x.device) if need_x else None
+        # one zeroed buffer for the scattered pooled gradients of every width (reset after each use)
+        dy_buf = (
+            torch.zeros(batch, max(w.shape[0] for w in weights), windows, dtype=cdt, device=x.device)
+            if need_x
+            else None
+        )
+        grad_w, grad_b, off = [], [], 0
+        for i, (w, idx) in enumerate(zip(weights, indices, strict=True)):
+            nk, _, k = w.shape
+            g = grad[:, off : off + nk]  # (B, n_k)
+            off += nk
+            if ctx.needs_input_grad[3 + i]:
+                # dW[f, :, j] = sum_b g[b, f] x[b, idx[b, f] + j]: one bag of B rows per (filter, tap)
+                rows = (
+                    idx.t()[:, None, :] + torch.arange(k, device=x.device)[None, :, None] + row0
+                )  # (n, k, B)
+                weights_bf = g.t()[:, None, :].expand(nk, k, batch).to(table.dtype)
+                dw = F.embedding_bag(
+                    rows.reshape(nk * k, batch),
+                    table,
+                    per_sample_weights=weights_bf.reshape(nk * k, batch),
+                    mode="sum",
+                )  # (n * k, E)
+                grad_w.append(dw.view(nk, k, embed).transpose(1, 2).to(w.dtype))
+            else:
+                grad_w.append(None)
+            grad_b.append(g.sum(dim=0) if ctx.has_bias[i] and ctx.needs_input_grad[3 + n + i] else None)
+            if need_x:  # dX: the transposed convolution of the pooled gradients scattered to their windows
+                dy = dy_buf[:, :nk]
+                dy.scatter_(2, idx[:, :, None], g[:, :, None].to(cdt))
+                span = windows + k - 1
+                gx[:, :, :span] += torch.ops.aten.convolution_backward(
+                    dy, xt[:, :, :span], w.to(cdt), None, [1], [0], [1], False, [0], 1, [True, False, False]
+                )[0]
+                dy.scatter_(2, idx[:, :, None], 0.0)
+        gx = gx.transpose(1, 2).to(x.dtype) if need_x else None
+        return (gx, None, None, *grad_w, *grad_b)
+
+
+def _plain_pool(x, lengths, weights, biases, windows):
+    """:func:`conv_max_pool` with autograd's own operations (differentiable twice)."""
+    invalid = (torch.arange(windows, device=x.device)[None, :] >= lengths[:, None])[:, None, :]
+    xt = x.transpose(1, 2)
+    pooled = []
+    for w, b in zip(weights, biases, strict=True):
+        y = F.conv1d(xt[:, :, : windows + w.shape[2] - 1], w, b)
+        pooled.append(y.masked_fill(invalid, float("-inf")).amax(dim=2))
+    return torch.cat(pooled, dim=1)
+
+
+def _plain_backward(ctx, grad, x, weights, windows):
+    """The backward of :class:`_ConvMaxPool` when a graph of it is wanted (``create_graph``), in fp32."""
+    biases = ctx.biases
+    inputs = [x, *weights, *(b for b in biases if b is not None)]
+    wanted = [ctx.needs_input_grad[0], *ctx.needs_input_grad[3 : 3 + len(weights)]]
+    wanted += [
+        need
+        for b, need in zip(biases, ctx.needs_input_grad[3 + len(weights) :], strict=True)
+        if b is not None
+    ]
+    with torch.enable_grad():
+        out = _plain_pool(x, ctx.lengths, weights, biases, windows)
+    chosen = [t for t, need in zip(inputs, wanted, strict=True) if need]
+    grads = iter(torch.autograd.grad(out, chosen, grad.to(out.dtype), create_graph=True, allow_unused=True))
+    found = [next(grads) if need else None for need in wanted]
+    gx, gw = found[0], found[1 : 1 + len(weights)]
+    gb_present = iter(found[1 + len(weights) :])
+    gb = [next(gb_present) if b is not None else None for b in biases]
+    return (gx, None, None, *gw, *gb)
 
 
 class Highway(nn.Module):
@@ -127,20 +275,15 @@ class CNNDiscriminator(nn.Module):
         """
         if lengths is None:
             lengths = torch.full((embeds.shape[0],), embeds.shape[1], device=embeds.device)
+        lengths = lengths.clamp(min=1)
         # every window that starts on a real token, zero (= padding embedding) beyond the end
-        width = max(int(lengths.max()), 1) + self.min_len - 1
+        longest = int(lengths.max())
+        width = longest + self.min_len - 1
         embeds = embeds[:, :width]
         if embeds.shape[1] < width:
             embeds = F.pad(embeds, (0, 0, 0, width - embeds.shape[1]))
-        x = embeds.transpose(1, 2)  # (B, E, T)
-        pooled = []
-        for conv in self.convs:
-            h = conv(x)  # (B, n_k, T - k + 1)
-            # windows that start inside the padding do not count (ReLU and max commute: relu(max) = max(relu))
-            starts = torch.arange(h.shape[2], device=h.device)
-            h = h.masked_fill((starts[None, :] >= lengths.clamp(min=1)[:, None]).unsqueeze(1), float("-inf"))
-            pooled.append(h.amax(dim=2))  # (B, n_k)
-        return torch.cat(pooled, dim=1)
+        convs = list(self.convs)
+        return conv_max_pool(embeds, lengths, [c.weight for c in convs], [c.bias for c in convs])
 
     def features(self, embeds: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, T, E)`` -> ``(B, F)`` pooled, ReLU- and highway-transformed features (see :meth:`pool`)."""
