@@ -301,11 +301,12 @@ class AdversarialConfig(Section):
 
     section: ClassVar[str] = "adversarial"
 
-    method: Literal["seqgan", "gumbel", "scratchgan"] = "seqgan"
+    method: Literal["seqgan", "gumbel", "scratchgan", "coldgan"] = "seqgan"
     """Adversarial training method (its settings are the section of the same name): seqgan (policy gradient
     with Monte-Carlo rollout rewards); gumbel (RelGAN-style Gumbel-softmax relaxation, generator trained through
     the discriminator by backpropagation); scratchgan (ScratchGAN: per-prefix rewards from a recurrent
-    discriminator, trained from scratch)."""
+    discriminator, trained from scratch); coldgan (ColdGANs: seqgan's policy gradient on samples of a colder
+    proposal, importance-weighted)."""
     pretrain_checkpoint: str | None = None
     """The MLE checkpoint to start from (default: <out_dir>/pretrain.pt)."""
     epochs: int = ranged(50, NON_NEGATIVE)
@@ -372,6 +373,26 @@ class SeqGANConfig(Section):
     """Adam learning rate of the discriminator (TextGAN-PyTorch's dis_lr)."""
     grad_clip: float = ranged(5.0, NON_NEGATIVE)
     """Generator gradient-norm clipping, as in SeqGAN (0 disables)."""
+
+
+@dataclass
+class ColdGANConfig(SeqGANConfig):
+    """``adversarial.method: coldgan`` (ColdGANs, Scialom et al. 2020, arXiv 2006.04643): SeqGAN's policy
+    gradient on samples drawn from a colder proposal (lower temperature, optionally a nucleus) than the policy,
+    each token's advantage weighted by its clipped importance weight. Every ``seqgan`` setting has the same
+    meaning here; the rollouts and the discriminator's negatives come from the policy itself. The settings of
+    :class:`~seqgan.trainers.coldgan.ColdGANTrainer`."""
+
+    section: ClassVar[str] = "coldgan"
+
+    proposal_temperature: float = ranged(0.8, POSITIVE)
+    """Temperature of the proposal the generator's batches are drawn from (ColdGAN explores below the policy's
+    own temperature: sequences nearer the modes, whose rewards vary less)."""
+    proposal_top_p: float = ranged(1.0, Range(0, 1, low_open=True))
+    """Nucleus of the proposal (ColdGAN_nucleus; 1.0 keeps the whole vocabulary)."""
+    weight_clip: float = ranged(1.0, POSITIVE)
+    """Upper bound of the per-token importance weight p_policy / p_proposal (ColdGAN clips its weights to bound
+    the variance; 1.0 is the truncation level of V-trace, Espeholt et al. 2018)."""
 
 
 @dataclass
@@ -627,6 +648,7 @@ METHODS: dict[str, Method] = {
     "seqgan": Method("seqgan", "cnn", ("cnn", "rnn"), True, ("sentences", "pairs")),
     "gumbel": Method("gumbel", "cnn", ("cnn", "rnn"), True),
     "scratchgan": Method("scratchgan", "rnn", ("rnn",), False),
+    "coldgan": Method("coldgan", "cnn", ("cnn", "rnn"), True),
 }
 """``adversarial.method`` -> its section, discriminator and tasks. A new method adds: its section (a
 :class:`Section` dataclass and a :class:`Config` field of that name), its name to ``AdversarialConfig.method``, a
@@ -669,6 +691,7 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     seqgan: SeqGANConfig = field(default_factory=SeqGANConfig)
+    coldgan: ColdGANConfig = field(default_factory=ColdGANConfig)
     gumbel: GumbelConfig = field(default_factory=GumbelConfig)
     scratchgan: ScratchGANConfig = field(default_factory=ScratchGANConfig)
     conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
@@ -1087,14 +1110,15 @@ def describe(cls: type = Config, prefix: str = "") -> str:
     import textwrap
 
     docs: dict[str, str] = {}
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-        body = tree.body[0].body  # type: ignore[attr-defined]
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):  # inherited fields too
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+            body = tree.body[0].body  # type: ignore[attr-defined]
+        except (OSError, TypeError, IndexError):
+            continue
         for a, b in zip(body, body[1:], strict=False):
             if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
                 docs[a.target.id] = " ".join(str(b.value.value).split())  # type: ignore[attr-defined]
-    except (OSError, TypeError, IndexError):
-        pass
     hints = _hints(cls)
     lines = []
     for f in dataclasses.fields(cls):

@@ -5,6 +5,8 @@
   settings ``gumbel``.
 - ``scratchgan``: :class:`ScratchGANTrainer` (de Masson d'Autume et al. 2019, arXiv 1905.09922), settings
   ``scratchgan``.
+- ``coldgan``: :class:`ColdGANTrainer` (Scialom et al. 2020, arXiv 2006.04643: SeqGAN's policy gradient on a
+  colder proposal's samples, importance-weighted), settings ``coldgan``.
 - the conditional task: :class:`ConditionalTrainer` (Li et al. 2017, arXiv 1701.06547), which composes a
   :class:`PolicyGradientTrainer` over (context, response) pairs; settings ``seqgan`` and ``conditional``.
 
@@ -20,6 +22,7 @@ from torch import nn
 
 from seqgan.config import METHODS, Config, ConfigError
 from seqgan.trainers.base import AdversarialTrainer, NonFiniteGuard, NonFiniteLossError
+from seqgan.trainers.coldgan import ColdGANTrainer
 from seqgan.trainers.conditional import ConditionalTrainer
 from seqgan.trainers.gumbel import GumbelTrainer
 from seqgan.trainers.scratchgan import ScratchGANTrainer
@@ -27,6 +30,7 @@ from seqgan.trainers.seqgan import PolicyGradientTrainer
 
 __all__ = [
     "AdversarialTrainer",
+    "ColdGANTrainer",
     "ConditionalTrainer",
     "GumbelTrainer",
     "NonFiniteGuard",
@@ -41,6 +45,7 @@ TRAINERS: dict[str, type[AdversarialTrainer]] = {
     "seqgan": PolicyGradientTrainer,
     "gumbel": GumbelTrainer,
     "scratchgan": ScratchGANTrainer,
+    "coldgan": ColdGANTrainer,
 }
 """``adversarial.method`` -> trainer class (its ``from_config`` reads the method's section)."""
 

@@ -192,7 +192,7 @@ class PolicyGradientTrainer(AdversarialTrainer):
             NonFiniteLossError: a NaN/inf loss or gradient and ``nan_policy=stop`` (no parameter is changed).
         """
         cfg, gen = self.config, self.generator
-        samples = sample(gen, cfg.batch_size, self.max_len, temperature=cfg.temperature, rng=self.rng)
+        samples = self.draw_batch()
         tokens, mask = samples.tokens, samples.mask  # (B, T)
         with torch.autocast(tokens.device.type, enabled=False):  # rewards in fp32 under a bf16 run
             rewards = self.rollout(
@@ -201,7 +201,12 @@ class PolicyGradientTrainer(AdversarialTrainer):
 
         log_probs, log_dist = sampled_log_probs(gen, tokens, mask, cfg.temperature)  # (B, T), (N, V)
         baseline = self.baseline(rewards, mask)
-        pg_loss = policy_gradient_loss(log_probs, rewards, mask, baseline)
+        weights, extra = self.token_weights(samples, log_probs)
+        if weights is None:
+            pg_loss = policy_gradient_loss(log_probs, rewards, mask, baseline)
+        else:  # off-policy: each token's advantage times its importance weight
+            advantage = rewards - baseline if baseline is not None else rewards
+            pg_loss = policy_gradient_loss(log_probs, weights * advantage, mask)
         entropy = entropy_bonus(log_dist[None], log_dist.new_ones(1, log_dist.shape[0], dtype=torch.bool))
         loss = pg_loss - cfg.entropy_coef * entropy if cfg.entropy_coef else pg_loss
         stepped, grad_norm = guarded_update(
@@ -231,7 +236,20 @@ class PolicyGradientTrainer(AdversarialTrainer):
             "generator/sample_len": float(lengths.float().mean()),
             "rollout/reward_mean": float(rewards[mask].mean()),
             "rollout/reward_last": float(rewards.gather(1, (lengths - 1)[:, None]).mean()),
+            **extra,
         }
+
+    def draw_batch(self) -> Samples:
+        """The batch a generator update learns from: ``batch_size`` samples of the policy itself (at the
+        training temperature). Off-policy trainers draw from another distribution and weight the tokens
+        (:meth:`token_weights`)."""
+        cfg = self.config
+        return sample(self.generator, cfg.batch_size, self.max_len, temperature=cfg.temperature, rng=self.rng)
+
+    def token_weights(self, samples: Samples, log_probs: torch.Tensor) -> tuple[torch.Tensor | None, dict]:
+        """Per-token importance weights ``(B, T)`` of an off-policy batch and their metrics; ``(None, {})`` for
+        the policy's own samples. ``log_probs`` are the policy's log-probabilities of the sampled tokens."""
+        return None, {}
 
     # ------------------------------------------------------------------ discriminator
     def discriminator_step(self, real_batch: torch.Tensor) -> dict[str, float]:
