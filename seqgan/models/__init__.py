@@ -138,11 +138,13 @@ def build_discriminator(cfg, tokenizer) -> nn.Module:
             d.pair_hidden,
             d.shared_encoder,
             tokenizer.pad_id,
+            eos_id=tokenizer.eos_id,
         )
     if cfg.discriminator_kind == "rnn":
         return RNNDiscriminator(
             tokenizer.vocab_size, d.embed_dim, d.hidden_dim, d.num_layers, d.dropout, pad_id, tokenizer.eos_id
         )
     return CNNDiscriminator(
-        tokenizer.vocab_size, d.embed_dim, d.filter_sizes, d.num_filters, d.dropout, d.highway, pad_id
-    )
+        tokenizer.vocab_size, d.embed_dim, d.filter_sizes, d.num_filters, d.dropout, d.highway, pad_id,
+        eos_id=tokenizer.eos_id,
+    )  # fmt: skip

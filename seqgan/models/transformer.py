@@ -22,6 +22,7 @@ decoding path (:meth:`TransformerGenerator.fast_decoder`) live in :mod:`seqgan.d
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +127,7 @@ class TransformerGenerator(Generator):
         # no attention mask is passed; HF's "input_ids may be padded" warning (and its per-call host sync) would
         # only mislead.
         hf.silence_padding_warning(model)
+        self._fallback_noted = False  # the fast path's fallback is reported once (fast_decoder)
         self.pad_id = int(pad_id)
         self.bos_id = int(bos_id)
         self.eos_id = None if eos_id is None else int(eos_id)
@@ -384,8 +386,18 @@ class TransformerGenerator(Generator):
     def fast_decoder(self, temperature: float) -> hf.SlotTransformerDecoder | None:
         """The fused decoder (key / value slots, base model, LM head fused with the draw) when the model fits it
         and it agrees with :meth:`step` on a numerical self-check; None otherwise (see
-        :class:`seqgan.decoding.hf.SlotTransformerDecoder`)."""
-        return hf.SlotTransformerDecoder.create(self, temperature)
+        :class:`seqgan.decoding.hf.SlotTransformerDecoder`), with a ``RuntimeWarning`` naming the reason, once
+        per generator."""
+        decoder, reason = hf.SlotTransformerDecoder.try_create(self, temperature)
+        if reason is not None and not self._fallback_noted:
+            self._fallback_noted = True
+            warnings.warn(
+                f"{type(self.model).__name__}: the fast decoding path does not apply ({reason}); sampling and "
+                "rollouts decode through step() (same distribution, slower)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return decoder
 
     def _check_positions(self, length: int) -> None:
         limit = self.max_positions
