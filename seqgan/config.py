@@ -215,6 +215,17 @@ class GeneratorConfig(Section):
     pretrained_path: str | None = None
     """Transformer: load weights with ``from_pretrained`` from this local directory instead (needs the model's
     own tokenizer: ``tokenizer.kind=hf`` with ``tokenizer.hf_path``)."""
+    lora_r: int = ranged(0, NON_NEGATIVE)
+    """Transformer: rank of LoRA adapters (through ``peft``) put on the model when it is built; then only the
+    adapters train, in MLE and adversarial fine-tuning alike, and ``recipes/export.py`` merges them into the
+    weights (0: every weight trains)."""
+    lora_alpha: float = ranged(16.0, POSITIVE)
+    """Transformer, LoRA: scale numerator; an adapter adds ``lora_alpha / lora_r * B @ A`` to its layer."""
+    lora_dropout: float = ranged(0.0, UNIT_RIGHT_OPEN)
+    """Transformer, LoRA: dropout on the adapters' inputs during training updates."""
+    lora_target_modules: list[str] = field(default_factory=list)
+    """Transformer, LoRA: names of the layers that get adapters (e.g. [q_proj, v_proj]); empty: every linear
+    layer except the LM head."""
 
 
 @dataclass
@@ -716,6 +727,11 @@ def validate(cfg: Config) -> None:
     if cfg.generator.pretrained_path and cfg.generator.kind != "transformer":
         raise ConfigError(
             f"generator.pretrained_path loads a transformer; set generator.kind=transformer "
+            f"(got {cfg.generator.kind!r})"
+        )
+    if cfg.generator.lora_r and cfg.generator.kind != "transformer":
+        raise ConfigError(
+            f"generator.lora_r puts LoRA adapters on a transformer; set generator.kind=transformer "
             f"(got {cfg.generator.kind!r})"
         )
     if cfg.generator.pretrained_path and cfg.tokenizer.kind != "hf":
