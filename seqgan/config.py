@@ -366,12 +366,28 @@ class SeqGANConfig(Section):
     """Decode the rollout's two halves of the batch on two threads, one torch thread each, when torch runs at
     most two threads on a CPU (switches torch's thread count for the duration of each rollout; the rewards are
     the same either way)."""
-    baseline: Literal["none", "mean", "ema"] = "none"
+    baseline: Literal["none", "mean", "ema", "group"] = "none"
     """Reward baseline b_t: none (SeqGAN); mean: mean reward at step t over the batch's real tokens; ema: an
-    exponential moving average of those per-step means, used then updated (initialised with the first mean).
-    A baseline lowers the variance but also removes the sharpening that SeqGAN's all-positive rewards cause."""
+    exponential moving average of those per-step means, used then updated (initialised with the first mean);
+    group: GRPO's group normalisation, the batch drawn as batch_size / group_size groups of group_size samples
+    sharing their start (the same context in the conditional task), each reward minus its group's mean at that
+    step, divided by the group's standard deviation. A baseline lowers the variance but also removes the
+    sharpening that SeqGAN's all-positive rewards cause."""
     ema_decay: float = ranged(0.9, UNIT_RIGHT_OPEN)
     """Decay of the EMA baseline: b_t <- decay * b_t + (1 - decay) * mean_t."""
+    group_size: int = ranged(4, Range(2))
+    """baseline=group: samples per group (batch_size must be a multiple of it)."""
+    kl_coef: float = ranged(0.0, NON_NEGATIVE)
+    """Weight of a KL penalty to the frozen reference model (the generator as the adversarial stage starts: the
+    MLE or pretrained model), added to the loss per real token: loss += kl_coef * mean_t KL_t (0: no reference
+    model is kept)."""
+    kl_estimator: Literal["full", "k3"] = "full"
+    """The per-token KL(pi || pi_ref): full: exact, summed over the vocabulary at each sampled position; k3:
+    Schulman's estimator exp(d) - d - 1, d = log pi_ref(y_t) - log pi(y_t), on the sampled token (GRPO's)."""
+    grad_accum_steps: int = ranged(1, AT_LEAST_ONE)
+    """Gradient accumulation: one generator update sums the gradients of this many micro-batches of batch_size
+    samples (each sampled and rolled out in turn, so memory is one micro-batch's), every token weighted as in
+    one batch of grad_accum_steps * batch_size (baseline=mean is taken per micro-batch)."""
     entropy_coef: float = ranged(0.0, NON_NEGATIVE)
     """Weight of the entropy bonus: the loss is pg_loss - entropy_coef * mean entropy over real tokens."""
     temperature: float = ranged(1.0, POSITIVE)
@@ -383,6 +399,14 @@ class SeqGANConfig(Section):
     """Adam learning rate of the discriminator (TextGAN-PyTorch's dis_lr)."""
     grad_clip: float = ranged(5.0, NON_NEGATIVE)
     """Generator gradient-norm clipping, as in SeqGAN (0 disables)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.baseline == "group" and self.batch_size % self.group_size:
+            raise ConfigError(
+                f"seqgan.baseline=group needs seqgan.batch_size ({self.batch_size}) to be a multiple of "
+                f"seqgan.group_size ({self.group_size})"
+            )
 
 
 @dataclass
