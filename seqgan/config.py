@@ -558,6 +558,10 @@ class ConditionalConfig(Section):
     """Use only the first this many test pairs (0: all)."""
     context_max_len: int = ranged(24, AT_LEAST_ONE)
     """Context tokens kept (the last ones, EOS appended when it fits)."""
+    history_turns: int = ranged(3, AT_LEAST_ONE)
+    """recipes/chat.py: turns of the conversation (both sides, the newest input included) that the next reply
+    reads; 1 answers each input line alone. The seq2seq chatbot reads them joined by spaces (the last
+    context_max_len tokens); an instruct LM through its chat template."""
     mismatch_fraction: float = ranged(0.5, UNIT)
     """Share of the discriminator's negatives that are mismatched pairs (context, real response of another
     context); the rest are (context, generated response)."""

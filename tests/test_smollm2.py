@@ -76,3 +76,17 @@ def test_missing_or_unknown_packaged_model_is_one_line(monkeypatch):
     )
     with pytest.raises(FileNotFoundError, match="no_such_pkg_x package is not installed; pip x"):
         gguf_location("absent")
+
+
+def test_instruct_prompt_through_the_chat_template(smollm2):
+    from seqgan.chat import chat_prompt, lm_reply
+
+    tokenizer = HFTokenizer.from_pretrained(smollm2)
+    ids = chat_prompt(tokenizer.hf, [{"role": "user", "content": "hi"}])
+    text = tokenizer.hf.decode(ids)
+    assert text.startswith("<|im_start|>system\n") and text.endswith(
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    gen = TransformerGenerator.from_pretrained(smollm2).eval()
+    reply = lm_reply(gen, ids, 3, top_k=1)  # three greedy tokens: a few forward passes
+    assert len(reply) == 3 and all(0 <= i < 49_152 for i in reply)
