@@ -256,9 +256,10 @@ class PolicyGradientTrainer(AdversarialTrainer):
         batches = [self.draw() for _ in range(cfg.grad_accum_steps)]
         total = int(sum(int(s.mask.sum()) for s, _ in batches))
         self.g_optimizer.zero_grad(set_to_none=True)
-        parts: dict[str, float] = {"pg_loss": 0.0, "entropy": 0.0, "kl": 0.0}
+        parts: dict[str, float] = {"loss": 0.0, "pg_loss": 0.0, "entropy": 0.0, "kl": 0.0}
         for i, (samples, rewards) in enumerate(batches):
             loss, micro = self.micro_loss(samples, rewards, total)
+            parts["loss"] += float(loss.detach())
             for k, v in micro.items():
                 parts[k] += float(v)
             if i + 1 < len(batches):
@@ -271,9 +272,11 @@ class PolicyGradientTrainer(AdversarialTrainer):
             "generator",
             cfg.grad_clip,
             what=lambda: (
-                f"generator loss (pg_loss {parts['pg_loss']}, entropy {parts['entropy']}, kl {parts['kl']}); "
-                "the step was skipped: lower seqgan.g_lr or check the generator's weights and the "
-                "discriminator's outputs"
+                f"generator loss {parts['loss']} (pg_loss {parts['pg_loss']}, entropy {parts['entropy']}"
+                + (f", kl {parts['kl']}" if self.reference is not None else "")
+                + f", reward range [{min(float(r.min()) for _, r in batches):.3g}, "
+                f"{max(float(r.max()) for _, r in batches):.3g}]); the step was skipped: lower seqgan.g_lr or "
+                "check the generator's weights and the discriminator's outputs"
             ),
             keep_grads=True,
         )
