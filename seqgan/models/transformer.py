@@ -264,8 +264,10 @@ class TransformerGenerator(Generator):
         Returns:
             ``self``.
         """
-        from peft import LoraConfig, inject_adapter_in_model
-
+        try:
+            from peft import LoraConfig, inject_adapter_in_model
+        except ImportError:
+            raise ImportError('LoRA adapters need the peft package: pip install -e ".[smollm2]"') from None
         if self.lora is not None:
             raise ValueError("the generator has LoRA adapters already")
         targets = list(target_modules or [])
