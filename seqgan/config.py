@@ -215,6 +215,17 @@ class GeneratorConfig(Section):
     pretrained_path: str | None = None
     """Transformer: load weights with ``from_pretrained`` from this local directory instead (needs the model's
     own tokenizer: ``tokenizer.kind=hf`` with ``tokenizer.hf_path``)."""
+    lora_r: int = ranged(0, NON_NEGATIVE)
+    """Transformer: rank of LoRA adapters (through ``peft``) put on the model when it is built; then only the
+    adapters train, in MLE and adversarial fine-tuning alike, and ``recipes/export.py`` merges them into the
+    weights (0: every weight trains)."""
+    lora_alpha: float = ranged(16.0, POSITIVE)
+    """Transformer, LoRA: scale numerator; an adapter adds ``lora_alpha / lora_r * B @ A`` to its layer."""
+    lora_dropout: float = ranged(0.0, UNIT_RIGHT_OPEN)
+    """Transformer, LoRA: dropout on the adapters' inputs during training updates."""
+    lora_target_modules: list[str] = field(default_factory=list)
+    """Transformer, LoRA: names of the layers that get adapters (e.g. [q_proj, v_proj]); empty: every linear
+    layer except the LM head."""
 
 
 @dataclass
@@ -356,12 +367,28 @@ class SeqGANConfig(Section):
     """Decode the rollout's two halves of the batch on two threads, one torch thread each, when torch runs at
     most two threads on a CPU (switches torch's thread count for the duration of each rollout; the rewards are
     the same either way)."""
-    baseline: Literal["none", "mean", "ema"] = "none"
+    baseline: Literal["none", "mean", "ema", "group"] = "none"
     """Reward baseline b_t: none (SeqGAN); mean: mean reward at step t over the batch's real tokens; ema: an
-    exponential moving average of those per-step means, used then updated (initialised with the first mean).
-    A baseline lowers the variance but also removes the sharpening that SeqGAN's all-positive rewards cause."""
+    exponential moving average of those per-step means, used then updated (initialised with the first mean);
+    group: GRPO's group normalisation, the batch drawn as batch_size / group_size groups of group_size samples
+    sharing their start (the same context in the conditional task), each reward minus its group's mean at that
+    step, divided by the group's standard deviation. A baseline lowers the variance but also removes the
+    sharpening that SeqGAN's all-positive rewards cause."""
     ema_decay: float = ranged(0.9, UNIT_RIGHT_OPEN)
     """Decay of the EMA baseline: b_t <- decay * b_t + (1 - decay) * mean_t."""
+    group_size: int = ranged(4, Range(2))
+    """baseline=group: samples per group (batch_size must be a multiple of it)."""
+    kl_coef: float = ranged(0.0, NON_NEGATIVE)
+    """Weight of a KL penalty to the frozen reference model (the generator as the adversarial stage starts: the
+    MLE or pretrained model), added to the loss per real token: loss += kl_coef * mean_t KL_t (0: no reference
+    model is kept)."""
+    kl_estimator: Literal["full", "k3"] = "full"
+    """The per-token KL(pi || pi_ref): full: exact, summed over the vocabulary at each sampled position; k3:
+    Schulman's estimator exp(d) - d - 1, d = log pi_ref(y_t) - log pi(y_t), on the sampled token (GRPO's)."""
+    grad_accum_steps: int = ranged(1, AT_LEAST_ONE)
+    """Gradient accumulation: one generator update sums the gradients of this many micro-batches of batch_size
+    samples (each sampled and rolled out in turn, so memory is one micro-batch's), every token weighted as in
+    one batch of grad_accum_steps * batch_size (baseline=mean is taken per micro-batch)."""
     entropy_coef: float = ranged(0.0, NON_NEGATIVE)
     """Weight of the entropy bonus: the loss is pg_loss - entropy_coef * mean entropy over real tokens."""
     temperature: float = ranged(1.0, POSITIVE)
@@ -373,6 +400,14 @@ class SeqGANConfig(Section):
     """Adam learning rate of the discriminator (TextGAN-PyTorch's dis_lr)."""
     grad_clip: float = ranged(5.0, NON_NEGATIVE)
     """Generator gradient-norm clipping, as in SeqGAN (0 disables)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.baseline == "group" and self.batch_size % self.group_size:
+            raise ConfigError(
+                f"seqgan.baseline=group needs seqgan.batch_size ({self.batch_size}) to be a multiple of "
+                f"seqgan.group_size ({self.group_size})"
+            )
 
 
 @dataclass
@@ -544,6 +579,10 @@ class ConditionalConfig(Section):
     """Use only the first this many test pairs (0: all)."""
     context_max_len: int = ranged(24, AT_LEAST_ONE)
     """Context tokens kept (the last ones, EOS appended when it fits)."""
+    history_turns: int = ranged(3, AT_LEAST_ONE)
+    """recipes/chat.py: turns of the conversation (both sides, the newest input included) that the next reply
+    reads; 1 answers each input line alone. The seq2seq chatbot reads them joined by spaces (the last
+    context_max_len tokens); an instruct LM through its chat template."""
     mismatch_fraction: float = ranged(0.5, UNIT)
     """Share of the discriminator's negatives that are mismatched pairs (context, real response of another
     context); the rest are (context, generated response)."""
@@ -739,6 +778,11 @@ def validate(cfg: Config) -> None:
     if cfg.generator.pretrained_path and cfg.generator.kind != "transformer":
         raise ConfigError(
             f"generator.pretrained_path loads a transformer; set generator.kind=transformer "
+            f"(got {cfg.generator.kind!r})"
+        )
+    if cfg.generator.lora_r and cfg.generator.kind != "transformer":
+        raise ConfigError(
+            f"generator.lora_r puts LoRA adapters on a transformer; set generator.kind=transformer "
             f"(got {cfg.generator.kind!r})"
         )
     if cfg.generator.pretrained_path and cfg.tokenizer.kind != "hf":

@@ -137,6 +137,63 @@ def policy_gradient_loss(
     return -terms.sum() / mask.sum().clamp(min=1).to(log_probs.dtype)
 
 
+def group_advantages(
+    rewards: torch.Tensor, mask: torch.Tensor, group_size: int, eps: float = 1e-4
+) -> torch.Tensor:
+    """Group-normalised advantages, as GRPO (Shao et al. 2024, arXiv 2402.03300) computes them, per step.
+
+    Rows come in consecutive groups of ``group_size`` that share their start (the same context, or the empty
+    start of unconditional generation). At each step t, a row's advantage is its reward minus the mean over the
+    group's rows that are real at t, divided by their standard deviation (unbiased, as ``torch.std``) plus
+    ``eps``; a row alone in its group at t (the others ended) gets 0.
+
+    Args:
+        rewards: ``(B, T)`` action values ``Q_t``; ``B`` a multiple of ``group_size``.
+        mask: ``(B, T)`` bool, True for real tokens.
+        group_size: rows per group (at least 2).
+        eps: added to the standard deviation (groups whose rewards are all equal get 0).
+    Returns:
+        ``(B, T)`` advantages, 0 where ``mask`` is False.
+    """
+    b, t = rewards.shape
+    if group_size < 2 or b % group_size:
+        raise ValueError(f"{b} rows do not split into groups of {group_size} (at least 2)")
+    r = rewards.detach().float().view(b // group_size, group_size, t)
+    m = mask.view(b // group_size, group_size, t).float()
+    n = m.sum(dim=1, keepdim=True)  # (B / G, 1, T) real rows per group and step
+    mean = (r * m).sum(dim=1, keepdim=True) / n.clamp(min=1.0)
+    var = ((r - mean) ** 2 * m).sum(dim=1, keepdim=True) / (n - 1.0).clamp(min=1.0)
+    adv = (r - mean) / (var.sqrt() + eps) * m * (n > 1)
+    return adv.view(b, t)
+
+
+def kl_to_reference(
+    log_dist: torch.Tensor, ref_log_dist: torch.Tensor, chosen: torch.Tensor, estimator: str = "full"
+) -> torch.Tensor:
+    """Per-token estimate of ``KL(pi || pi_ref)`` at the sampled tokens' positions.
+
+    Args:
+        log_dist: ``(N, V)`` the policy's log-distributions at the ``N`` real tokens (with gradient).
+        ref_log_dist: ``(N, V)`` the frozen reference's (no gradient).
+        chosen: ``(N,)`` the sampled token ids.
+        estimator: ``full``: the exact KL over the vocabulary, ``sum_v pi(v) (log pi(v) - log pi_ref(v))``
+            (ids excluded from both count 0); ``k3``: Schulman's estimator on the sampled token,
+            ``exp(d) - d - 1`` with ``d = log pi_ref(y) - log pi(y)`` (non-negative, unbiased; GRPO's).
+    Returns:
+        ``(N,)`` non-negative per-token values.
+    """
+    ref_log_dist = ref_log_dist.detach()
+    if estimator == "full":
+        diff = (log_dist - ref_log_dist).masked_fill(torch.isneginf(log_dist), 0.0)
+        return (log_dist.exp() * diff).sum(dim=-1)
+    if estimator == "k3":
+        d = ref_log_dist.gather(1, chosen[:, None]).squeeze(1) - log_dist.gather(1, chosen[:, None]).squeeze(
+            1
+        )
+        return torch.exp(d) - d - 1.0
+    raise ValueError(f"unknown KL estimator {estimator!r}; choose full or k3")
+
+
 def entropy_bonus(log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean entropy of the next-token distributions over real tokens (subtract ``coef *`` it from a loss).
 

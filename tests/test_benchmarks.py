@@ -56,3 +56,18 @@ def test_discriminator_benchmark_quick(root):
                 assert result[f"{data}_{precision}_{impl}_s"] > 0
                 assert result[f"{data}_{precision}_{impl}_gflops"] > 0
             assert 0.0 <= result["d_acc"][f"{data}_{precision}"] <= 1.0
+
+
+def test_lm_benchmark_quick(root):
+    proc = run_recipe(["benchmarks/lm.py", "--quick", "--threads", "1"], cwd=root, timeout=300)
+    result = last_json(proc)
+    assert result["quick"] and result["model"] == "tiny-llama" and result["batch"] == 4
+    for key in (
+        "sample_tokens_per_s",
+        "hf_generate_tokens_per_s",
+        "rollout_s",
+        "naive_rollout_s",
+        "update_s",
+    ):
+        assert result[key] > 0
+    assert result["peak_rss_mb"] > 0

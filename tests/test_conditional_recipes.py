@@ -10,6 +10,8 @@ import sys
 
 import torch
 
+from seqgan.runs import load_run, reply
+
 CONFIG = "recipes/configs/chat_tiny.yaml"
 
 
@@ -80,11 +82,17 @@ def test_chat_pipeline(root, tmp_path, capsys):
     lines = "hello\nwhat language are you written in?\n\ntell me a joke\n"
     replies = _chat(root, out / "adversarial.pt", lines, "--seed", "3")
     assert len(replies) == 4
-    greedy = _chat(root, out / "pretrain.pt", "hello\nhello\n", "--greedy")
+    greedy = _chat(root, out / "pretrain.pt", "hello\nhello\n", "--greedy", "--history-turns", "1")
     assert len(greedy) == 2 and greedy[0] == greedy[1]
+    # with history, the second "hello" reads the first exchange too; /reset forgets it
+    kept = _chat(
+        root, out / "pretrain.pt", "hello\nhello\n/reset\nhello\n", "--greedy", "--history-turns", "3"
+    )
+    assert kept[0] == greedy[0] and kept[2] == "(history cleared)" and kept[3] == greedy[0] and len(kept) == 4
+    run = load_run(out / "pretrain.pt")
+    second = reply(run.generator, run.tokenizer, [f"hello {kept[0]} hello"], 12, 12, top_k=1)[0]
+    assert kept[1] == second  # the context of the second reply is the three turns joined
     # same seed, same replies (in-process, the function the recipe calls)
-    from seqgan.runs import load_run, reply
-
     run = load_run(out / "adversarial.pt")
     again = [
         reply(run.generator, run.tokenizer, [line], 12, 12, rng=torch.Generator().manual_seed(3))[0]

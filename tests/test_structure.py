@@ -17,6 +17,7 @@ from tests.conftest import ROOT
 ALLOWED_TRANSFORMERS = {  # public API only, but in seqgan/decoding/hf.py
     "seqgan/decoding/hf.py",
     "seqgan/models/transformer.py",
+    "seqgan/models/pretrained.py",
     "seqgan/data/tokenizers.py",
     "seqgan/metrics/fed.py",
     "seqgan/integrations/trl.py",

@@ -299,6 +299,7 @@ class HFTokenizer(Tokenizer):
             "json": backend.to_str(),
             "specials": specials,
             "lowercase": self.lowercase,
+            **({"chat_template": self.hf.chat_template} if getattr(self.hf, "chat_template", None) else {}),
         }
 
     @classmethod
@@ -309,6 +310,8 @@ class HFTokenizer(Tokenizer):
         hf = PreTrainedTokenizerFast(
             tokenizer_object=RawTokenizer.from_str(state["json"]), **state["specials"]
         )
+        if state.get("chat_template"):
+            hf.chat_template = state["chat_template"]
         return cls(hf, state["lowercase"])
 
 

@@ -337,34 +337,56 @@ class SlotTransformerDecoder(Decoder):
 
     @classmethod
     def create(cls, generator: TransformerGenerator, temperature: float) -> SlotTransformerDecoder | None:
-        """The fast decoder for ``generator``, or None when it does not apply (see the module docstring).
+        """The fast decoder for ``generator``, or None when it does not apply (see the module docstring and
+        :meth:`try_create`, which also says why).
 
         Args:
             generator: a transformer generator.
             temperature: softmax temperature of the draws.
         """
+        return cls.try_create(generator, temperature)[0]
+
+    @classmethod
+    def try_create(
+        cls, generator: TransformerGenerator, temperature: float
+    ) -> tuple[SlotTransformerDecoder | None, str | None]:
+        """``(decoder, None)``, or ``(None, reason)`` when the fast path does not apply to ``generator``'s model.
+
+        The checks read the model's structure, never its class name: a separate base model and a linear LM
+        head, an integer layer count, plain ``DynamicLayer`` cache layers, attention dispatched through HF's
+        ``AttentionInterface``, and a numerical self-check against ``generator.step``.
+        """
         model = generator.model
         base = getattr(model, "base_model", None)
         head = model.get_output_embeddings()
-        if base is None or base is model or not isinstance(head, nn.Linear):
-            return None  # no separate base model, or an LM head that is more than one linear map
+        if base is None or base is model:
+            return None, "no separate base model"
+        if not isinstance(head, nn.Linear):
+            return None, f"its LM head is a {type(head).__name__}, not one linear map"
         config = model.config.get_text_config(decoder=True)
         if not isinstance(getattr(config, "num_hidden_layers", None), int):
-            return None
-        if {type(layer) for layer in DynamicCache(config=model.config).layers} != {DynamicLayer}:
-            return None  # sliding-window / linear-attention / other cache layers
+            return None, "its config has no integer num_hidden_layers"
+        layers = {type(layer) for layer in DynamicCache(config=model.config).layers}
+        if layers != {DynamicLayer}:
+            names = ", ".join(sorted(kind.__name__ for kind in layers))
+            return None, f"its cache has {names} layers (sliding-window or other kinds)"
         decoder = cls(generator, base, head, temperature)
         with decoder:
             if attn_implementation(model) != _SLOT_ATTENTION:
-                return None  # the model does not dispatch its attention through AttentionInterface
+                return None, "it does not dispatch its attention through AttentionInterface"
             try:
                 agrees = decoder._agrees_with_step(head)
             except NotImplementedError:
                 # :func:`_slot_attention` refuses calls it cannot serve exactly (several queries, an extra mask,
                 # softcapping, position bias, a sliding window): such a model decodes through ``step``. Only the
                 # adapter's own refusal is caught; any other error is a real one and propagates.
-                return None
-        return decoder if agrees else None
+                return (
+                    None,
+                    "its attention needs a mask, bias or softcap that the slot attention does not serve",
+                )
+        if not agrees:
+            return None, "the slot decoder's logits differ from step()'s on the self-check"
+        return decoder, None
 
     def row_bytes(self, seq_len: int) -> int:
         """Bytes of key / value slots per decoding row (float32)."""

@@ -108,17 +108,20 @@ def build_generator(cfg, tokenizer) -> nn.Module:
                     f"the model at {g.pretrained_path} has {gen.vocab_size} token embeddings but the tokenizer "
                     f"has {tokenizer.vocab_size} tokens; use the model's own tokenizer (tokenizer.kind=hf)"
                 )
-            return gen
-        return TransformerGenerator.from_config(
-            tokenizer.vocab_size,
-            cfg.data.max_len,
-            n_layer=g.n_layer,
-            n_head=g.n_head,
-            n_embd=g.n_embd,
-            dropout=g.dropout,
-            model_type=g.model_type,
-            **ids,
-        )
+        else:
+            gen = TransformerGenerator.from_config(
+                tokenizer.vocab_size,
+                cfg.data.max_len,
+                n_layer=g.n_layer,
+                n_head=g.n_head,
+                n_embd=g.n_embd,
+                dropout=g.dropout,
+                model_type=g.model_type,
+                **ids,
+            )
+        if g.lora_r:
+            gen.add_lora(g.lora_r, g.lora_alpha, g.lora_dropout, g.lora_target_modules)
+        return gen
     raise ValueError(f"unknown generator kind {g.kind!r}")
 
 
@@ -138,11 +141,13 @@ def build_discriminator(cfg, tokenizer) -> nn.Module:
             d.pair_hidden,
             d.shared_encoder,
             tokenizer.pad_id,
+            eos_id=tokenizer.eos_id,
         )
     if cfg.discriminator_kind == "rnn":
         return RNNDiscriminator(
             tokenizer.vocab_size, d.embed_dim, d.hidden_dim, d.num_layers, d.dropout, pad_id, tokenizer.eos_id
         )
     return CNNDiscriminator(
-        tokenizer.vocab_size, d.embed_dim, d.filter_sizes, d.num_filters, d.dropout, d.highway, pad_id
-    )
+        tokenizer.vocab_size, d.embed_dim, d.filter_sizes, d.num_filters, d.dropout, d.highway, pad_id,
+        eos_id=tokenizer.eos_id,
+    )  # fmt: skip

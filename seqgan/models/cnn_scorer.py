@@ -44,7 +44,7 @@ class CNNScorer:
         emb = d.embedding.weight.detach().float()  # (V, E)
         vocab = emb.shape[0]
         self.rows = vocab + 1  # table rows per tap; id ``vocab`` reads the zeros past the end of a sequence
-        self.pad_id = d.pad_id
+        self.pad_id = d.pad_index  # the embedding's padding row (``vocab_size`` when padding is EOS)
         self.widths = [conv.kernel_size[0] for conv in d.convs]
         self.kmax = max(self.widths)
         self.tables = []  # per width: (k * (V + 1), n_k); row j * (V + 1) + v is W_k[:, :, j] @ emb[v]
@@ -57,7 +57,7 @@ class CNNScorer:
             self.tables.append(table.view(k * self.rows, w.shape[0]))
             self.biases.append(conv.bias.detach().float() if conv.bias is not None else None)
         # running max over the sample's own windows: prefix_max[k][b, t] = max over windows ending before t
-        x = d.embedding(tokens).float().transpose(1, 2)  # (B, E, T)
+        x = d.embedding(d.visible(tokens)).float().transpose(1, 2)  # (B, E, T)
         seq_len = tokens.shape[1]
         self.prefix_max = []
         for conv, k in zip(d.convs, self.widths, strict=True):
@@ -88,7 +88,7 @@ class CNNScorer:
             return None
         if d.pad_id is not None:  # the prefixes must be real tokens for the discriminator too
             inside = torch.arange(tokens.shape[1], device=tokens.device) < lengths[:, None] - 1  # (B, T)
-            if bool(((tokens == d.pad_id) & inside).any()):
+            if bool(((d.visible(tokens) == d.pad_index) & inside).any()):
                 return None
         return cls(d, tokens)
 
@@ -121,6 +121,7 @@ class CNNScorer:
 
     def _pool(self, seqs: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``(N, F)`` max-pooled convolution outputs of the completions (``CNNDiscriminator.pool``)."""
+        seqs = self.d.visible(seqs)  # padding that is EOS: read as the discriminator reads it
         n, seq_len = seqs.shape
         device = seqs.device
         t_min = int(t.min())

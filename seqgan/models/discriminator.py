@@ -22,15 +22,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqgan.data.datasets import sequence_mask
 
-def embed_inputs(embedding: nn.Embedding, inputs: torch.Tensor) -> torch.Tensor:
+
+def embed_inputs(embedding: nn.Embedding, inputs: torch.Tensor, vocab: int | None = None) -> torch.Tensor:
     """``(B, T)`` token ids or ``(B, T, V)`` probability vectors -> ``(B, T, E)`` through ``embedding``'s matrix
-    (a probability vector reads the expected embedding, so relaxed samples and ids share one code path)."""
+    (a probability vector reads the expected embedding, so relaxed samples and ids share one code path).
+    ``vocab``: the vocabulary's size, when the embedding has extra rows after it (default: all its rows)."""
     if inputs.dim() == 2:
         return embedding(inputs)
-    vocab = embedding.num_embeddings
+    vocab = embedding.num_embeddings if vocab is None else vocab
     if inputs.dim() == 3 and inputs.shape[-1] == vocab:
-        return inputs @ embedding.weight  # (B, T, V) @ (V, E)
+        return inputs @ embedding.weight[:vocab]  # (B, T, V) @ (V, E)
     raise ValueError(f"expected (B, T) token ids or (B, T, {vocab}) vectors, got {tuple(inputs.shape)}")
 
 
@@ -203,6 +206,9 @@ class CNNDiscriminator(nn.Module):
         spectral_norm: divide the weight of every convolution and linear layer (highway, output) by its largest
             singular value, estimated by one power iteration per training-mode forward (Miyato et al. 2018);
             the embedding is left as is.
+        eos_id: end-of-sequence id. Only used when it equals ``pad_id`` (tokenizers whose padding is their EOS,
+            as GPT-2's and SmolLM2's): the first EOS of a row stays a visible, trained token and the positions
+            after it are read as the discriminator's own padding row, ``vocab_size`` (see :meth:`visible`).
     """
 
     def __init__(
@@ -215,6 +221,7 @@ class CNNDiscriminator(nn.Module):
         highway: bool = True,
         pad_id: int | None = 0,
         spectral_norm: bool = False,
+        eos_id: int | None = None,
     ):
         super().__init__()
         if len(filter_sizes) != len(num_filters):
@@ -222,7 +229,12 @@ class CNNDiscriminator(nn.Module):
         self.vocab_size, self.embed_dim = vocab_size, embed_dim
         self.filter_sizes, self.num_filters = list(filter_sizes), list(num_filters)
         self.dropout_p, self.use_highway, self.pad_id = dropout, highway, pad_id
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.eos_id = eos_id
+        # padding that is also EOS: an extra embedding row pads, so that the EOS itself stays visible
+        self.own_pad = pad_id is not None and eos_id is not None and pad_id == eos_id
+        self.pad_index = vocab_size if self.own_pad else pad_id
+        """The id the embedding treats as padding (``pad_id``, or ``vocab_size`` when padding is EOS)."""
+        self.embedding = nn.Embedding(vocab_size + self.own_pad, embed_dim, padding_idx=self.pad_index)
         self.convs = nn.ModuleList(
             nn.Conv1d(embed_dim, n, k) for k, n in zip(filter_sizes, num_filters, strict=False)
         )
@@ -253,16 +265,27 @@ class CNNDiscriminator(nn.Module):
     def min_len(self) -> int:
         return max(self.filter_sizes)
 
+    def visible(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(B, T)`` ids as the discriminator reads them: unchanged, unless padding is EOS (``own_pad``); then
+        every position after a row's first EOS becomes :attr:`pad_index`, so ``y_1 .. y_n EOS`` is read with its
+        EOS (a sentence that ended) and ``y_1 .. y_T`` without one (a sentence cut at ``max_len``)."""
+        if not self.own_pad:
+            return tokens
+        return tokens.masked_fill(~sequence_mask(tokens, self.eos_id), self.pad_index)
+
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` ids or ``(B, T, V)`` probability vectors -> ``(B, T, E)`` embeddings."""
-        return embed_inputs(self.embedding, inputs)
+        if inputs.dim() == 2:
+            return self.embedding(self.visible(inputs))
+        return embed_inputs(self.embedding, inputs, self.vocab_size)
 
     def lengths(self, tokens: torch.Tensor) -> torch.Tensor | None:
-        """``(B,)`` number of non-padding tokens of ``(B, T)`` ids (padding only follows the sequence);
-        None when the discriminator has no padding id."""
+        """``(B,)`` number of non-padding tokens of ``(B, T)`` ids (padding only follows the sequence; with
+        padding that is EOS, the tokens up to and including the first EOS); None when the discriminator has no
+        padding id."""
         if self.pad_id is None:
             return None
-        return (tokens != self.pad_id).sum(dim=1)
+        return (self.visible(tokens) != self.pad_index).sum(dim=1)
 
     def pool(self, embeds: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, T, E)`` -> ``(B, F)`` max-over-time pooled convolution outputs (before the ReLU), the widths
@@ -316,6 +339,10 @@ class CNNDiscriminator(nn.Module):
         if lengths is None and inputs.dim() == 2:
             lengths = self.lengths(inputs)
         embeds = self.embed(inputs)  # (B, T, E)
+        if self.own_pad and inputs.dim() == 3 and lengths is not None:  # padding vectors read EOS: zero them
+            embeds = (
+                embeds * (torch.arange(embeds.shape[1], device=embeds.device) < lengths[:, None])[..., None]
+            )
         if noise_std > 0:
             noise = torch.randn(embeds.shape, device=embeds.device, dtype=embeds.dtype, generator=rng)
             if lengths is not None:
@@ -335,6 +362,7 @@ class CNNDiscriminator(nn.Module):
             "highway": self.use_highway,
             "pad_id": self.pad_id,
             **({"spectral_norm": True} if self.spectral_norm else {}),
+            **({"eos_id": self.eos_id} if self.own_pad else {}),
         }
 
     @classmethod

@@ -47,6 +47,8 @@ class PairDiscriminator(nn.Module):
         hidden: hidden units of the MLP.
         shared_encoder: one encoder for context and response (else two with the same sizes).
         pad_id: padding id.
+        eos_id: end-of-sequence id; when it is also the padding id, the encoders keep the first EOS of a row
+            visible (see :meth:`~seqgan.models.discriminator.CNNDiscriminator.visible`).
     """
 
     def __init__(
@@ -60,15 +62,18 @@ class PairDiscriminator(nn.Module):
         hidden: int = 64,
         shared_encoder: bool = False,
         pad_id: int = 0,
+        eos_id: int | None = None,
     ) -> None:
         super().__init__()
         self.vocab_size, self.embed_dim = vocab_size, embed_dim
         self.filter_sizes, self.num_filters = list(filter_sizes), list(num_filters)
         self.dropout_p, self.use_highway, self.hidden = dropout, highway, hidden
-        self.shared_encoder, self.pad_id = shared_encoder, pad_id
+        self.shared_encoder, self.pad_id, self.eos_id = shared_encoder, pad_id, eos_id
 
         def encoder() -> CNNEncoder:
-            return CNNEncoder(vocab_size, embed_dim, filter_sizes, num_filters, 0.0, highway, pad_id)
+            return CNNEncoder(
+                vocab_size, embed_dim, filter_sizes, num_filters, 0.0, highway, pad_id, eos_id=eos_id
+            )
 
         self.response_encoder = encoder()
         self.context_encoder = self.response_encoder if shared_encoder else encoder()
@@ -96,6 +101,7 @@ class PairDiscriminator(nn.Module):
             "hidden": self.hidden,
             "shared_encoder": self.shared_encoder,
             "pad_id": self.pad_id,
+            **({"eos_id": self.eos_id} if self.eos_id is not None and self.eos_id == self.pad_id else {}),
         }
 
     @classmethod

@@ -29,7 +29,9 @@ class RNNDiscriminator(nn.Module):
         hidden_dim: LSTM hidden size.
         num_layers: stacked LSTM layers.
         dropout: dropout on the embeddings and on the LSTM outputs (and between layers).
-        pad_id: padding id (its embedding is zero and not trained); None when every id is a real token.
+        pad_id: padding id (its embedding is zero and not trained, unless it is also EOS: then the EOS keeps a
+            trained embedding; padding after it never reaches a real prefix's logit); None when every id is a
+            real token.
         eos_id: end-of-sequence id, which ends the real part of a row; None for fixed-length data.
     """
 
@@ -46,7 +48,7 @@ class RNNDiscriminator(nn.Module):
         super().__init__()
         self.vocab_size, self.embed_dim, self.hidden_dim = vocab_size, embed_dim, hidden_dim
         self.num_layers, self.dropout_p, self.pad_id, self.eos_id = num_layers, dropout, pad_id, eos_id
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=None if pad_id == eos_id else pad_id)
         self.lstm = nn.LSTM(
             embed_dim, hidden_dim, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
         )

@@ -21,7 +21,9 @@ decoding path (:meth:`TransformerGenerator.fast_decoder`) live in :mod:`seqgan.d
 
 from __future__ import annotations
 
+import copy
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,6 +128,8 @@ class TransformerGenerator(Generator):
         # no attention mask is passed; HF's "input_ids may be padded" warning (and its per-call host sync) would
         # only mislead.
         hf.silence_padding_warning(model)
+        self._fallback_noted = False  # the fast path's fallback is reported once (fast_decoder)
+        self.lora: dict | None = None  # the adapters' settings (add_lora), recorded in the spec
         self.pad_id = int(pad_id)
         self.bos_id = int(bos_id)
         self.eos_id = None if eos_id is None else int(eos_id)
@@ -244,8 +248,58 @@ class TransformerGenerator(Generator):
             )
         return cls(model, pad_id=pad_id, bos_id=bos_id, eos_id=eos_id)
 
+    def add_lora(
+        self, r: int, alpha: float, dropout: float = 0.0, target_modules: list[str] | None = None
+    ) -> TransformerGenerator:
+        """Puts LoRA adapters (Hu et al. 2021, arXiv 2106.09685) on the model's linear layers in place, through
+        ``peft``: every other parameter stops training, so only the adapters train; :meth:`merged_model` folds them
+        back in. The model keeps its class, base model and LM head, so the fast decoding path still applies.
+
+        Args:
+            r: rank of each adapter.
+            alpha: scale numerator (the update is ``alpha / r * B @ A``).
+            dropout: dropout on the adapters' input during training.
+            target_modules: names of the layers to adapt (e.g. ``["q_proj", "v_proj"]``); None or empty: every
+                linear layer except the LM head.
+        Returns:
+            ``self``.
+        """
+        try:
+            from peft import LoraConfig, inject_adapter_in_model
+        except ImportError:
+            raise ImportError('LoRA adapters need the peft package: pip install -e ".[smollm2]"') from None
+        if self.lora is not None:
+            raise ValueError("the generator has LoRA adapters already")
+        targets = list(target_modules or [])
+        config = LoraConfig(
+            r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets or "all-linear"
+        )
+        with warnings.catch_warnings():  # GPT-2's Conv1D layers: peft transposes them itself and says so
+            warnings.filterwarnings("ignore", "fan_in_fan_out is set to False")
+            inject_adapter_in_model(config, self.model)
+        self.lora = {"r": int(r), "alpha": float(alpha), "dropout": float(dropout), "target_modules": targets}
+        return self
+
+    def merged_model(self) -> PreTrainedModel:
+        """A copy of the Hugging Face model with any LoRA adapters merged into its weights and removed (the model
+        itself is left as it is): what ``save_pretrained`` should write."""
+        model = copy.deepcopy(self.model)
+        if self.lora is None:
+            return model
+        from peft.tuners.lora import LoraLayer
+
+        for name, module in list(model.named_modules()):
+            if isinstance(module, LoraLayer):
+                module.merge()
+                parent, _, child = name.rpartition(".")
+                setattr(model.get_submodule(parent), child, module.get_base_layer())
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+
     def spec(self) -> dict:
-        """``{"kind": "transformer", "hf_config": dict, "attn_implementation": str, "pad_id", "bos_id", "eos_id"}``.
+        """``{"kind": "transformer", "hf_config": dict, "attn_implementation": str, "pad_id", "bos_id", "eos_id"}``
+        (and ``"lora"``: :meth:`add_lora`'s arguments, when the model has adapters).
 
         Plain data only, so it survives ``torch.save`` + ``torch.load(weights_only=True)``.
         """
@@ -256,6 +310,7 @@ class TransformerGenerator(Generator):
             "pad_id": self.pad_id,
             "bos_id": self.bos_id,
             "eos_id": self.eos_id,
+            **({"lora": dict(self.lora)} if self.lora is not None else {}),
         }
 
     @classmethod
@@ -275,7 +330,11 @@ class TransformerGenerator(Generator):
             if isinstance(dtype, str) and hasattr(torch, dtype)
             else torch.float32,
         )
-        return cls(model, pad_id=spec["pad_id"], bos_id=spec["bos_id"], eos_id=spec["eos_id"])
+        gen = cls(model, pad_id=spec["pad_id"], bos_id=spec["bos_id"], eos_id=spec["eos_id"])
+        lora = spec.get("lora")
+        if lora is not None:
+            gen.add_lora(lora["r"], lora["alpha"], lora.get("dropout", 0.0), lora.get("target_modules"))
+        return gen
 
     @property
     def num_parameters(self) -> int:
@@ -384,8 +443,18 @@ class TransformerGenerator(Generator):
     def fast_decoder(self, temperature: float) -> hf.SlotTransformerDecoder | None:
         """The fused decoder (key / value slots, base model, LM head fused with the draw) when the model fits it
         and it agrees with :meth:`step` on a numerical self-check; None otherwise (see
-        :class:`seqgan.decoding.hf.SlotTransformerDecoder`)."""
-        return hf.SlotTransformerDecoder.create(self, temperature)
+        :class:`seqgan.decoding.hf.SlotTransformerDecoder`), with a ``RuntimeWarning`` naming the reason, once
+        per generator."""
+        decoder, reason = hf.SlotTransformerDecoder.try_create(self, temperature)
+        if reason is not None and not self._fallback_noted:
+            self._fallback_noted = True
+            warnings.warn(
+                f"{type(self.model).__name__}: the fast decoding path does not apply ({reason}); sampling and "
+                "rollouts decode through step() (same distribution, slower)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return decoder
 
     def _check_positions(self, length: int) -> None:
         limit = self.max_positions

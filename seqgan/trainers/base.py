@@ -137,6 +137,7 @@ def guarded_update(
     grad_clip: float = 0.0,
     what: str | Callable[[], str] = "loss / gradient",
     clear: Iterable[nn.Module] = (),
+    keep_grads: bool = False,
 ) -> tuple[bool, torch.Tensor]:
     """Backward, gradient norm (clipped to ``grad_clip`` when > 0), and the optimizer step unless the loss or
     the gradient norm is not finite.
@@ -154,11 +155,14 @@ def guarded_update(
         what: describes the update in the NaN message (a string, or a function called only when needed).
         clear: modules whose gradients are discarded after backward (e.g. the discriminator in a generator
             update that backpropagates through it).
+        keep_grads: add to the gradients that earlier ``backward`` calls left (gradient accumulation: ``loss``
+            is the last micro-batch's) instead of clearing them first.
     Returns:
         ``(stepped, grad_norm)``: whether the update was applied, and the total gradient norm before clipping.
     """
     params = [p for p in params if p.requires_grad]
-    optimizer.zero_grad(set_to_none=True)
+    if not keep_grads:
+        optimizer.zero_grad(set_to_none=True)
     loss.backward()
     for module in clear:
         module.zero_grad(set_to_none=True)

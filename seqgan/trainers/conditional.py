@@ -246,7 +246,10 @@ class ConditionalTrainer(AdversarialTrainer):
             rng=rng,
             nan_guard=self.nan_guard,
             policy_source=self.policy_source,
+            before_draw=self._bind_batch,
         )
+        self._index: torch.Tensor | None = None  # the next micro-batch's contexts (generator_step's index)
+        self._last_index: torch.Tensor | None = None
         self.g_optimizer, self.d_optimizer = self.policy.g_optimizer, self.policy.d_optimizer
         self.d_steps = 0
 
@@ -300,25 +303,37 @@ class ConditionalTrainer(AdversarialTrainer):
         if self.rollout.policy is not self.policy_source:
             self.rollout.policy.rebind(contexts)
         self.bound_discriminator.rebind(contexts)
+        if self.policy.reference is not None:  # the KL penalty's frozen copy answers the same contexts
+            self.policy.reference.rebind(contexts)
 
     def _draw(self, count: int) -> torch.Tensor:
         return torch.randint(0, self.contexts.shape[0], (count,), generator=self.data_rng)
 
+    def _bind_batch(self, count: int) -> None:
+        """Binds the contexts of the next policy-gradient micro-batch of ``count`` rows: the index given to
+        :meth:`generator_step` for its first one, else drawn; with ``baseline=group``, ``count / group_size``
+        contexts each repeated ``group_size`` times in a row (a group answers one context)."""
+        index, self._index = self._index, None
+        if index is None:
+            group = self.config.group_size if self.config.baseline == "group" else 1
+            index = self._draw(count // group).repeat_interleave(group)
+        self._last_index = index.to(self.contexts.device)
+        self.bind(self.contexts[self._last_index])
+
     def generator_step(self, index: torch.Tensor | None = None) -> dict[str, float]:
         """One policy-gradient update on ``batch_size`` training contexts (``index``, or drawn with
-        ``data_rng``), then, every ``teacher_forcing_every`` updates, one MLE update on their human responses.
+        ``data_rng``; with ``grad_accum_steps > 1`` the later micro-batches draw theirs), then, every ``teacher_forcing_every`` updates, one MLE update on their human responses.
 
         Returns:
             SeqGAN's generator metrics plus ``generator/teacher_forcing_nll`` when teacher forcing ran.
         """
         cfg = self.config
-        index = self._draw(cfg.batch_size) if index is None else index
-        if index.numel() != cfg.batch_size:
+        if index is not None and index.numel() != cfg.batch_size:
             raise ValueError(f"generator_step needs batch_size={cfg.batch_size} pairs, got {index.numel()}")
-        index = index.to(self.contexts.device)
-        self.bind(self.contexts[index])
+        self._index = index
         before = self.g_steps
         metrics = self.policy.generator_step()
+        index = self._last_index  # teacher forcing: the last micro-batch's contexts
         every = self.conditional.teacher_forcing_every
         if every and self.g_steps != before and self.g_steps % every == 0:  # after applied updates only
             metrics["generator/teacher_forcing_nll"] = mle_step(

@@ -15,7 +15,9 @@ ids excluded), so the update is the policy gradient of the sampling policy. Sett
 
 from __future__ import annotations
 
+import copy
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -25,6 +27,8 @@ from seqgan.distributed import unwrap
 from seqgan.losses import (
     ema_baseline_update,
     entropy_bonus,
+    group_advantages,
+    kl_to_reference,
     policy_gradient_loss,
     sampled_log_probs,
     step_baseline,
@@ -62,6 +66,12 @@ class PolicyGradientTrainer(AdversarialTrainer):
         g_optimizer, d_optimizer: optimizers of the two models (default: Adam at ``g_lr`` / ``d_lr``).
         policy_source: the module the lagged rollout policy copies and follows (default: ``generator``
             without its DDP wrapper); a conditional trainer passes its generator bound to contexts.
+        before_draw: called with the number of rows before each micro-batch is sampled (a conditional trainer
+            binds that many contexts).
+
+    With ``kl_coef > 0`` the trainer keeps a frozen copy of the policy as it receives it (the MLE checkpoint's
+    generator; a resumed run's trainer is built from the same checkpoint before its state is loaded), the
+    reference of the KL penalty (:attr:`reference`).
 
     The generator and discriminator may be :class:`~seqgan.distributed.DistributedModule` wrappers: rollouts
     then use the wrapped models (no gradients), the updates go through DDP.
@@ -80,6 +90,7 @@ class PolicyGradientTrainer(AdversarialTrainer):
         g_optimizer: torch.optim.Optimizer | None = None,
         d_optimizer: torch.optim.Optimizer | None = None,
         policy_source: Generator | None = None,
+        before_draw: Callable[[int], None] | None = None,
     ) -> None:
         if max_len < 1:
             raise ValueError(f"max_len must be positive, got {max_len}")
@@ -88,7 +99,8 @@ class PolicyGradientTrainer(AdversarialTrainer):
         self.config = config = config or SeqGANConfig()
         self.max_len = max_len
         self.batch_by_length = batch_by_length
-        self.g_optimizer = g_optimizer or adam(generator.parameters(), lr=config.g_lr)
+        trainable = [p for p in generator.parameters() if p.requires_grad]  # LoRA: the adapters only
+        self.g_optimizer = g_optimizer or adam(trainable, lr=config.g_lr)
         self.d_optimizer = d_optimizer or adam(discriminator.parameters(), lr=config.d_lr)
         self.rng = rng
         self.nan_guard = nan_guard or NonFiniteGuard("stop")
@@ -101,6 +113,10 @@ class PolicyGradientTrainer(AdversarialTrainer):
             rng=rng,
             parallel=config.rollout_parallel,
         )
+        self.before_draw = before_draw
+        self.reference = None
+        if config.kl_coef > 0:
+            self.reference = copy.deepcopy(self.policy_source).eval().requires_grad_(False)
         self.baseline_ema, self.baseline_seen = new_baseline(max_len, generator.device)  # (T,) each
         self.g_steps = 0
         self.d_steps = 0
@@ -179,36 +195,81 @@ class PolicyGradientTrainer(AdversarialTrainer):
             self.baseline_ema[:t], self.baseline_seen[:t], rewards, mask, self.config.ema_decay
         )
 
+    def draw(self) -> tuple[Samples, torch.Tensor]:
+        """One micro-batch: ``batch_size`` samples (:meth:`draw_batch`) and their ``(B, T)`` rollout rewards
+        (no gradient)."""
+        cfg = self.config
+        if self.before_draw is not None:
+            self.before_draw(cfg.batch_size)
+        samples = self.draw_batch()
+        with torch.autocast(samples.tokens.device.type, enabled=False):  # rewards in fp32 under a bf16 run
+            rewards = self.rollout(
+                samples.tokens, unwrap(self.discriminator), cfg.num_rollouts, rng=self.rng
+            )  # (B, T)
+        return samples, rewards
+
+    def micro_loss(
+        self, samples: Samples, rewards: torch.Tensor, total_tokens: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of one micro-batch, its tokens weighted by ``1 / total_tokens`` (the real tokens of all the
+        update's micro-batches), so that the micro-batches' losses add up to the loss of one large batch.
+
+        Returns:
+            The scalar loss (with gradient) and its detached parts (``pg_loss``, ``entropy``, ``kl``), weighted
+            the same way.
+        """
+        cfg, gen = self.config, self.generator
+        tokens, mask = samples.tokens, samples.mask  # (B, T)
+        weight = mask.sum().clamp(min=1).item() / max(total_tokens, 1)
+        log_probs, log_dist = sampled_log_probs(gen, tokens, mask, cfg.temperature)  # (B, T), (N, V)
+        if cfg.baseline == "group":
+            advantage, baseline = group_advantages(rewards, mask, cfg.group_size), None
+        else:
+            advantage, baseline = rewards, self.baseline(rewards, mask)
+        weights, stats = self.token_weights(samples, log_probs)
+        if weights is not None:  # off-policy: each token's advantage times its importance weight
+            advantage = weights * (advantage - baseline if baseline is not None else advantage)
+            baseline = None
+        pg_loss = policy_gradient_loss(log_probs, advantage, mask, baseline)
+        ones = log_dist.new_ones(1, log_dist.shape[0], dtype=torch.bool)
+        entropy = entropy_bonus(log_dist[None], ones)
+        loss = pg_loss - cfg.entropy_coef * entropy if cfg.entropy_coef else pg_loss
+        kl = torch.zeros(())
+        if self.reference is not None:
+            with torch.no_grad():
+                _, ref_log_dist = sampled_log_probs(self.reference, tokens, mask, cfg.temperature)
+            kl = kl_to_reference(log_dist, ref_log_dist, tokens[mask], cfg.kl_estimator).mean()
+            loss = loss + cfg.kl_coef * kl
+        parts = {"pg_loss": pg_loss.detach(), "entropy": entropy.detach(), "kl": kl.detach()}
+        parts.update({k: torch.tensor(v) for k, v in stats.items()})
+        return loss * weight, {k: v * weight for k, v in parts.items()}
+
     def generator_step(self, real_batch: torch.Tensor | None = None) -> dict[str, float]:
         """One SeqGAN generator update: sample, rollout rewards, REINFORCE step, move the rollout policy.
 
-        ``real_batch`` is not used (the policy gradient needs no real data).
+        With ``grad_accum_steps = k`` the update sums the gradients of ``k`` micro-batches (:meth:`draw` then
+        :meth:`micro_loss`, one at a time) before the one optimizer step. ``real_batch`` is not used (the policy
+        gradient needs no real data).
 
         Returns:
             ``generator/pg_loss``, ``generator/entropy``, ``generator/grad_norm``, ``generator/sample_len``,
-            ``rollout/reward_mean`` (mean reward over real tokens) and ``rollout/reward_last`` (mean
-            ``sigmoid(D)`` of the whole sampled sequences).
+            ``rollout/reward_mean`` (mean reward over real tokens), ``rollout/reward_last`` (mean
+            ``sigmoid(D)`` of the whole sampled sequences), and ``generator/kl`` with a KL penalty.
         Raises:
             NonFiniteLossError: a NaN/inf loss or gradient and ``nan_policy=stop`` (no parameter is changed).
         """
         cfg, gen = self.config, self.generator
-        samples = self.draw_batch()
-        tokens, mask = samples.tokens, samples.mask  # (B, T)
-        with torch.autocast(tokens.device.type, enabled=False):  # rewards in fp32 under a bf16 run
-            rewards = self.rollout(
-                tokens, unwrap(self.discriminator), cfg.num_rollouts, rng=self.rng
-            )  # (B, T)
-
-        log_probs, log_dist = sampled_log_probs(gen, tokens, mask, cfg.temperature)  # (B, T), (N, V)
-        baseline = self.baseline(rewards, mask)
-        weights, extra = self.token_weights(samples, log_probs)
-        if weights is None:
-            pg_loss = policy_gradient_loss(log_probs, rewards, mask, baseline)
-        else:  # off-policy: each token's advantage times its importance weight
-            advantage = rewards - baseline if baseline is not None else rewards
-            pg_loss = policy_gradient_loss(log_probs, weights * advantage, mask)
-        entropy = entropy_bonus(log_dist[None], log_dist.new_ones(1, log_dist.shape[0], dtype=torch.bool))
-        loss = pg_loss - cfg.entropy_coef * entropy if cfg.entropy_coef else pg_loss
+        batches = [self.draw() for _ in range(cfg.grad_accum_steps)]
+        total = int(sum(int(s.mask.sum()) for s, _ in batches))
+        self.g_optimizer.zero_grad(set_to_none=True)
+        parts: dict[str, float] = {"loss": 0.0, "pg_loss": 0.0, "entropy": 0.0, "kl": 0.0}
+        for i, (samples, rewards) in enumerate(batches):
+            loss, micro = self.micro_loss(samples, rewards, total)
+            parts["loss"] += float(loss.detach())
+            for k, v in micro.items():
+                parts[k] = parts.get(k, 0.0) + float(v)
+            if i + 1 < len(batches):
+                loss.backward()
         stepped, grad_norm = guarded_update(
             loss,
             self.g_optimizer,
@@ -217,38 +278,48 @@ class PolicyGradientTrainer(AdversarialTrainer):
             "generator",
             cfg.grad_clip,
             what=lambda: (
-                f"generator loss {loss.item()} (pg_loss {pg_loss.item()}, entropy {entropy.item()}, reward "
-                f"range [{rewards.min().item():.3g}, {rewards.max().item():.3g}]); the step was skipped: lower "
-                "seqgan.g_lr or check the generator's weights and the discriminator's outputs"
+                f"generator loss {parts['loss']} (pg_loss {parts['pg_loss']}, entropy {parts['entropy']}"
+                + (f", kl {parts['kl']}" if self.reference is not None else "")
+                + f", reward range [{min(float(r.min()) for _, r in batches):.3g}, "
+                f"{max(float(r.max()) for _, r in batches):.3g}]); the step was skipped: lower seqgan.g_lr or "
+                "check the generator's weights and the discriminator's outputs"
             ),
+            keep_grads=True,
         )
         if stepped:
             if cfg.baseline == "ema":
-                self.update_baseline(rewards, mask)
+                for samples, rewards in batches:
+                    self.update_baseline(rewards, samples.mask)
             self.rollout.update_policy(self.policy_source)
             self.g_steps += 1
 
+        mask = torch.cat([nn.functional.pad(s.mask, (0, self.max_len - s.mask.shape[1])) for s, _ in batches])
+        rewards = torch.cat([nn.functional.pad(r, (0, self.max_len - r.shape[1])) for _, r in batches])
         lengths = mask.sum(dim=1)  # (B,)
-        return {
-            "generator/pg_loss": pg_loss.item(),
-            "generator/entropy": entropy.item(),
+        metrics = {
+            "generator/pg_loss": parts["pg_loss"],
+            "generator/entropy": parts["entropy"],
             "generator/grad_norm": float(grad_norm),
             "generator/sample_len": float(lengths.float().mean()),
             "rollout/reward_mean": float(rewards[mask].mean()),
-            "rollout/reward_last": float(rewards.gather(1, (lengths - 1)[:, None]).mean()),
-            **extra,
+            "rollout/reward_last": float(rewards.gather(1, (lengths - 1).clamp(min=0)[:, None]).mean()),
         }
+        if self.reference is not None:
+            metrics["generator/kl"] = parts["kl"]
+        metrics.update({k: v for k, v in parts.items() if "/" in k})  # a trainer's own (token_weights)
+        return metrics
 
     def draw_batch(self) -> Samples:
-        """The batch a generator update learns from: ``batch_size`` samples of the policy itself (at the
-        training temperature). Off-policy trainers draw from another distribution and weight the tokens
+        """The samples a micro-batch learns from: ``batch_size`` sequences of the policy itself at the training
+        temperature. Off-policy trainers draw from another distribution and weight the tokens
         (:meth:`token_weights`)."""
         cfg = self.config
         return sample(self.generator, cfg.batch_size, self.max_len, temperature=cfg.temperature, rng=self.rng)
 
     def token_weights(self, samples: Samples, log_probs: torch.Tensor) -> tuple[torch.Tensor | None, dict]:
-        """Per-token importance weights ``(B, T)`` of an off-policy batch and their metrics; ``(None, {})`` for
-        the policy's own samples. ``log_probs`` are the policy's log-probabilities of the sampled tokens."""
+        """Per-token importance weights ``(B, T)`` of an off-policy batch and their metrics (``"name/key"``
+        means over its real tokens); ``(None, {})`` for the policy's own samples. ``log_probs`` are the
+        policy's log-probabilities of the sampled tokens."""
         return None, {}
 
     # ------------------------------------------------------------------ discriminator

@@ -1,0 +1,108 @@
+"""A conversation, not single lines: the dialogue history a chatbot answers, and prompts for instruct LMs.
+
+* :class:`ChatHistory` keeps the last ``history_turns`` turns (both sides); :meth:`ChatHistory.context` is what
+  the model reads for its next reply. The seq2seq chatbot reads the turns joined by spaces (its context keeps the
+  last ``conditional.context_max_len`` tokens); an instruct LM reads them through its tokenizer's chat template
+  (:func:`chat_prompt`: user and assistant turns alternating, ending with the user's, then the assistant's
+  header), and its reply is what follows.
+* :func:`lm_reply` samples that reply from a :class:`~seqgan.models.transformer.TransformerGenerator` with one
+  cached pass over the prompt, then one token at a time (temperature, top-k, top-p; a seeded generator).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from seqgan.decoding import filter_logits
+from seqgan.decoding.samplers import draw
+
+__all__ = ["RESET", "ChatHistory", "chat_prompt", "lm_reply"]
+
+RESET = "/reset"
+"""The input line that clears the history (recipes/chat.py)."""
+
+
+class ChatHistory:
+    """The last ``turns`` turns of a conversation, oldest first; turn ``-1`` is the newest.
+
+    Args:
+        turns: turns kept (1: each input line is the whole context).
+    """
+
+    def __init__(self, turns: int) -> None:
+        if turns < 1:
+            raise ValueError(f"history turns must be at least 1, got {turns}")
+        self.turns = turns
+        self.lines: list[tuple[str, str]] = []  # (role, text), role "user" or "assistant"
+
+    def add(self, role: str, text: str) -> None:
+        """Appends a turn (``role``: ``"user"`` or ``"assistant"``) and forgets what falls out of the window."""
+        if role not in ("user", "assistant"):
+            raise ValueError(f"role must be user or assistant, got {role!r}")
+        self.lines = [*self.lines, (role, text)][-self.turns :]
+
+    def reset(self) -> None:
+        """Forgets the conversation."""
+        self.lines = []
+
+    def context(self) -> str:
+        """The kept turns joined by spaces (the seq2seq chatbot's context)."""
+        return " ".join(text for _, text in self.lines if text)
+
+    def messages(self) -> list[dict[str, str]]:
+        """The kept turns as chat-template messages, starting with a user turn."""
+        lines = self.lines
+        while lines and lines[0][0] != "user":
+            lines = lines[1:]
+        return [{"role": role, "content": text} for role, text in lines]
+
+
+def chat_prompt(hf_tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of ``messages`` through the tokenizer's chat template, with the assistant's header after them.
+
+    Raises:
+        ValueError: the tokenizer has no chat template.
+    """
+    if not getattr(hf_tokenizer, "chat_template", None):
+        raise ValueError("the tokenizer has no chat template (an instruct model's tokenizer has one)")
+    ids = hf_tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # some versions return a BatchEncoding
+        ids = ids["input_ids"]
+    return [int(i) for i in ids]
+
+
+@torch.no_grad()
+def lm_reply(
+    generator,
+    prompt: list[int],
+    max_len: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    rng: torch.Generator | None = None,
+) -> list[int]:
+    """The reply a causal-LM generator samples after ``prompt`` (ids, chat template applied): at most
+    ``max_len`` tokens, ending at its EOS (not included).
+
+    The prompt is read in one cached pass (:meth:`~seqgan.models.transformer.TransformerGenerator.prefix_states`)
+    and the reply drawn one token at a time from ``filter_logits(logits / temperature)``.
+    """
+    was = generator.training
+    generator.eval()
+    try:
+        inputs = torch.tensor([prompt], dtype=torch.long, device=generator.device)  # (1, P)
+        prefix = generator.prefix_states(inputs)
+        state, logits = prefix.state(len(prompt)), prefix.next_logits(len(prompt))  # (1, V)
+        out: list[int] = []
+        for _ in range(max_len):
+            logits = logits.float()
+            logits[:, generator.never_sample] = float("-inf")  # PAD, BOS: never drawn, as in sample()
+            probs = torch.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
+            token = draw(probs, rng)  # (1,)
+            if generator.eos_id is not None and int(token) == generator.eos_id:
+                break
+            out.append(int(token))
+            logits, state = generator.step(token, state)
+        return out
+    finally:
+        generator.train(was)
