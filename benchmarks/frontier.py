@@ -23,7 +23,9 @@ temperatures, extrapolated from its own points, until it covers that range (so e
 temperatures). The gap of a curve (:func:`seqgan.metrics.frontier.frontier_gap`) is its quality minus the
 reference's at the same diversity, averaged over the range both cover, positive when better; the table gives its
 mean and standard deviation over seeds. Writes ``frontier.json`` and ``frontier.png`` in ``--out-dir``; the last
-line is one JSON object.
+line is one JSON object. Points already computed for an unchanged checkpoint with the same settings are read
+back from ``points.json`` in ``--out-dir`` (``--no-cache`` recomputes them), so models and seeds can be added to a
+frontier one run at a time.
 """
 
 from __future__ import annotations
@@ -64,6 +66,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=100, help="sampling seed (the same at every point)")
     p.add_argument("--out-dir", default="runs/frontier")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="recompute every point (default: reuse points of unchanged checkpoints from out-dir/points.json)",
+    )
     p.add_argument("--quick", action="store_true", help="train two tiny models and run a small frontier")
     args = p.parse_args(argv)
     for spec in args.model:
@@ -101,15 +108,43 @@ def quick_models(out_dir: Path) -> list[list[str]]:
     return [["MLE", str(mle)], ["SeqGAN", str(adv)]]
 
 
+class PointCache:
+    """Points already computed, keyed by the checkpoint's path, size and modification time and every setting
+    that changes a point (samples, seed, LM and its sample count, temperature); rewritten atomically."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.points = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+        self.reused = 0
+
+    @staticmethod
+    def key(checkpoint: str, args, lm: str | None, temperature: float) -> str:
+        st = Path(checkpoint).stat()
+        return (
+            f"{Path(checkpoint).resolve()}|{st.st_size}|{st.st_mtime_ns}|{args.samples}|{args.seed}|"
+            f"{lm}|{args.lm_samples if lm else 0}|{temperature:.4f}"
+        )
+
+    def get(self, key: str) -> dict | None:
+        return self.points.get(key)
+
+    def put(self, key: str, row: dict) -> None:
+        self.points[key] = row
+        if self.path is not None:
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.points) + "\n")
+            tmp.replace(self.path)
+
+
 class Tracer:
     """Samples one checkpoint at temperatures and scores every point."""
 
-    def __init__(self, path: str, args, lm):
+    def __init__(self, path: str, args, lm, cache: PointCache | None = None):
         import torch
 
         from seqgan.runs import SentenceTask, load_oracle, load_run, prepare_data
 
-        self.path, self.args, self.lm = path, args, lm
+        self.path, self.args, self.lm, self.cache = path, args, lm, cache or PointCache(None)
         self.run = load_run(path)
         if self.run.conditional:
             raise SystemExit(
@@ -125,6 +160,20 @@ class Tracer:
         self.torch = torch
 
     def point(self, temperature: float) -> dict:
+        """The metrics of ``--samples`` samples at ``temperature`` (from the cache when computed before)."""
+        lm_key = None
+        if self.lm is not None and self.oracle is None:
+            lm_key = str(Path(self.args.lm).resolve()) if Path(self.args.lm).exists() else self.args.lm
+        key = PointCache.key(self.path, self.args, lm_key, temperature)
+        row = self.cache.get(key)
+        if row is None:
+            row = self._point(temperature)
+            self.cache.put(key, row)
+        else:
+            self.cache.reused += 1
+        return dict(row)
+
+    def _point(self, temperature: float) -> dict:
         from seqgan.metrics.nll import nll_test
         from seqgan.sampling import sample
 
@@ -231,6 +280,7 @@ def main(argv=None) -> dict:
     models = {m[0]: m[1:] for m in args.model}
     ref_name = args.reference or args.model[0][0]
     lm = None if args.lm == "none" else lm_scorer(args.lm)
+    cache = PointCache(None if args.no_cache or args.quick else out_dir / "points.json")
     order = [ref_name, *(n for n in models if n != ref_name)]
     result: dict = {"models": {}, "gaps": {}}
     reference_rows: list[list[dict]] = []
@@ -239,7 +289,7 @@ def main(argv=None) -> dict:
         result["models"][name] = []
         for i, path in enumerate(models[name]):
             t0 = time.time()
-            tracer = Tracer(path, args, lm)
+            tracer = Tracer(path, args, lm, cache)
             task = "oracle" if tracer.oracle is not None else "sentences"
             if axes is None:
                 axes = ORACLE_AXES if task == "oracle" else COCO_AXES
@@ -308,6 +358,8 @@ def main(argv=None) -> dict:
         rng = ", ".join(f"{r['lo']:.3f}-{r['hi']:.3f}" for r in ranges if not math.isnan(r["lo"])) or "none"
         d = g["nll_test_minus_reference"]
         print(f"| {name} | {g['n']} | {g['mean']:+.4f} | {g['std']:.4f} | {rng} | {d['mean']:+.3f} |")
+    if cache.reused:
+        print(f"reused {cache.reused} points of unchanged checkpoints from {cache.path}")
     print(f"wrote {out_dir / 'frontier.json'} and {out_dir / 'frontier.png'} ({result['wall_seconds']:.0f}s)")
     summary = {
         "task": result["task"],

@@ -172,3 +172,26 @@ def test_checkpoint_lm_score_is_the_nll_test_of_the_encoded_sentences(quick_run)
     lines = ["a man riding a horse .", "two dogs play in the snow ."]
     tokens, _ = encode_sentences(lines, scorer.run.tokenizer, scorer.run.cfg.data.max_len)
     assert scorer.score(lines + ["  "]) == pytest.approx(nll_test(scorer.run.generator, tokens))
+
+
+def test_frontier_reuses_the_points_of_unchanged_checkpoints(quick_run, tmp_path):
+    from tests.conftest import ROOT
+
+    tiny = quick_run[0] / "tiny"
+    args = [
+        "benchmarks/frontier.py", "--model", "MLE", str(tiny / "pretrain.pt"), "--model", "SeqGAN",
+        str(tiny / "adversarial.pt"), "--samples", "60", "--lm", str(tiny / "pretrain.pt"), "--lm-samples", "20",
+        "--temperatures", "0.8", "1.0", "1.2", "--rounds", "0", "--out-dir", str(tmp_path),
+    ]  # fmt: skip
+    first = run_recipe(args, cwd=ROOT, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    def curves():
+        models = json.loads((tmp_path / "frontier.json").read_text())["models"]
+        return {name: [e["rows"] for e in seeds] for name, seeds in models.items()}
+
+    rows = curves()
+    again = run_recipe(args, cwd=ROOT, timeout=300)
+    assert again.returncode == 0 and "reused 6 points" in again.stdout, again.stdout[-2000:]
+    assert curves() == rows
+    other = run_recipe([*args[:-2], "--seed", "7", "--out-dir", str(tmp_path)], cwd=ROOT, timeout=300)
+    assert other.returncode == 0 and "reused" not in other.stdout  # another sampling seed: new points
