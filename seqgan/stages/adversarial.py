@@ -49,7 +49,7 @@ from seqgan.metrics.suite import format_table
 from seqgan.plotting import plot_curves
 from seqgan.runs import RunData, load_run, make_checkpoint, new_models, prepare_data, task_of
 from seqgan.runtime import autocast, compile_models, resolve_device
-from seqgan.stages.pretrain import _shard
+from seqgan.stages.pretrain import _shard, check_single_process
 from seqgan.stages.rundir import check_run_dir, claim_run_dir
 from seqgan.trainers import build_trainer
 from seqgan.trainers.base import NonFiniteLossError
@@ -91,7 +91,7 @@ def start_models(cfg: Config, device: torch.device) -> Start:
     pre_path = Path(a.pretrain_checkpoint or Path(cfg.out_dir) / "pretrain.pt")
     if not cfg.method.mle_pretrain and not a.pretrain_checkpoint and not pre_path.exists():
         data = prepare_data(cfg)
-        generator, discriminator = new_models(cfg, data.tokenizer, device)
+        generator, discriminator = new_models(cfg, data.tokenizer, device, data.classes)
         report = init_embeddings(cfg, data.tokenizer, generator, discriminator)
         print("training from scratch (no MLE checkpoint)")
         if report:
@@ -226,6 +226,7 @@ def adversarial(cfg: Config, resume: bool = False, overwrite: bool = False) -> P
     check_run_dir(out, "adversarial", resume, overwrite)
     task = task_of(cfg)
     device = distributed.init(resolve_device(cfg.device))  # joins the process group under torchrun
+    check_single_process(cfg)
     a = cfg.adversarial
     for key in inactive_settings(cfg):
         print(f"note: {key} has no effect with adversarial.method={a.method}")
@@ -236,6 +237,7 @@ def adversarial(cfg: Config, resume: bool = False, overwrite: bool = False) -> P
     cfg, tok, generator, discriminator = begin.cfg, begin.tokenizer, begin.generator, begin.discriminator
     base, base_name = begin.base, begin.base_name
     data = begin.data or prepare_data(cfg, tok)
+    task.check_models(generator, data, base_name)
     data_rng = seed_everything(distributed.rank_seed(cfg.seed))
     sample_rng = torch.Generator(device=device)
     sample_rng.manual_seed(distributed.rank_seed(cfg.seed) + 1)
@@ -247,7 +249,7 @@ def adversarial(cfg: Config, resume: bool = False, overwrite: bool = False) -> P
         distributed.per_rank_config(cfg), generator, discriminator, rng=sample_rng, data_rng=data_rng,
         **task.trainer_data(train),
     )  # fmt: skip
-    evaluator = task.evaluator(data, cfg) if task.name == "sentences" else None
+    evaluator = task.evaluator(data, cfg)  # BLEU references (and the category task's classifier), built once
 
     start_epoch = 0
     if resume:
@@ -317,8 +319,8 @@ def adversarial(cfg: Config, resume: bool = False, overwrite: bool = False) -> P
     (out / "adversarial_eval.json").write_text(json.dumps(final, indent=2) + "\n")
     plot_curves(
         logger.path,
-        ["rollout/reward_mean", "reward/mean", "discriminator/acc_fake", "eval/bleu4", "eval/bleu2",
-         "eval/nll_test", "eval/nll_oracle"],
+        ["rollout/reward_mean", "reward/mean", "discriminator/acc_fake", "evolution/fitness", "eval/bleu4",
+         "eval/bleu2", "eval/nll_test", "eval/nll_oracle", "eval/class_acc"],
         out / "adversarial_curves.png",
         x="epoch",
         title="Adversarial training",

@@ -1,0 +1,226 @@
+"""SentiGAN (Wang & Wan, "SentiGAN: Generating Sentimental Texts via Mixture Adversarial Networks", IJCAI 2018).
+
+k generators (one per class: :class:`~seqgan.models.class_conditional.LSTMPerClass`; a shared
+:class:`~seqgan.models.class_conditional.ClassLSTM` works too) and one discriminator with ``k + 1`` outputs,
+the k real classes and "generated". The discriminator is trained by cross-entropy: a real sentence of class
+``i`` has target ``i``, every generated sentence target ``k``
+(:func:`~seqgan.trainers.category.multiclass_discriminator_step`).
+
+Generator ``G_i`` minimises the *penalty* of its samples (:func:`~seqgan.losses.sentigan_penalty_loss`):
+``V_t = 1 - D_i(Y)`` is the probability that a sentence is *not* a real sentence of class ``i`` (generated, or
+real of another class), estimated for every prefix ``y_1..t`` by SeqGAN's Monte-Carlo rollouts
+(:class:`~seqgan.rollout.MonteCarloRollout`, with :class:`~seqgan.models.class_conditional.ClassBoundDiscriminator`
+giving each completion ``D_i`` of its own sample's class), and the loss weights it by the token's probability
+``G_i(y_t | y_<t)`` (the paper's objective) or its log-probability. One generator step samples ``batch_size``
+sentences of every class and updates every generator once (one Adam over all of them: the generators share no
+parameter, so each gets the update of its own loss; clipping acts on their joint gradient norm).
+
+Settings: :class:`~seqgan.config.SentiGANConfig` (the ``sentigan`` section).
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from seqgan.config import Config, SentiGANConfig
+from seqgan.distributed import unwrap
+from seqgan.losses import sampled_log_probs, sentigan_penalty_loss
+from seqgan.models.class_conditional import ClassBoundDiscriminator
+from seqgan.models.seq2seq import BoundGenerator
+from seqgan.rollout import MonteCarloRollout
+from seqgan.sampling import sample
+from seqgan.trainers.base import AdversarialTrainer, NonFiniteGuard, guarded_update
+from seqgan.trainers.category import (
+    class_members,
+    multiclass_discriminator_round,
+    multiclass_discriminator_step,
+    sample_classes,
+)
+from seqgan.utils import adam
+
+__all__ = ["SentiGANTrainer"]
+
+
+class SentiGANTrainer(AdversarialTrainer):
+    """SentiGAN's adversarial updates (see the module docstring).
+
+    Args:
+        generator: a class-conditional generator (``num_classes`` classes; trained in place).
+        discriminator: a :class:`~seqgan.models.discriminator.CNNDiscriminator` with ``num_outputs = k + 1``.
+        config: :class:`~seqgan.config.SentiGANConfig` (defaults when None).
+        max_len: length of the sampled sentences.
+        rng: ``torch.Generator`` for sampling and rollouts.
+        nan_guard: what a NaN/inf loss or gradient does (default: stop).
+    Raises:
+        ValueError: the discriminator does not have ``k + 1`` outputs.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        config: SentiGANConfig | None = None,
+        *,
+        max_len: int,
+        rng: torch.Generator | None = None,
+        nan_guard: NonFiniteGuard | None = None,
+    ) -> None:
+        self.config = config = config or SentiGANConfig()
+        self.generator, self.discriminator = generator, discriminator
+        self.num_classes = k = unwrap(generator).num_classes
+        outputs = getattr(unwrap(discriminator), "num_outputs", 1)
+        if outputs != k + 1:
+            raise ValueError(
+                f"SentiGAN needs a discriminator with {k + 1} outputs (k classes + fake), got {outputs}"
+            )
+        self.max_len = max_len
+        self.rng = rng
+        self.nan_guard = nan_guard or NonFiniteGuard("stop")
+        self.g_optimizer = adam(generator.parameters(), lr=config.g_lr)
+        self.d_optimizer = adam(discriminator.parameters(), lr=config.d_lr)
+        labels = self.batch_labels()[:, None]
+        self.bound = BoundGenerator(generator, labels)
+        self.policy_source = BoundGenerator(unwrap(generator), labels)
+        self.rollout = MonteCarloRollout(
+            self.policy_source,
+            update_rate=config.rollout_update_rate,
+            temperature=config.temperature,
+            max_rows=None,  # a bound generator decodes a batch in one piece
+            rng=rng,
+        )
+        self.bound_discriminator = ClassBoundDiscriminator(unwrap(discriminator), labels)
+        self.g_steps = 0
+        self.d_steps = 0
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: Config,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        rng: torch.Generator | None = None,
+        **_,
+    ) -> SentiGANTrainer:
+        """The trainer an experiment config describes (``adversarial.method: sentigan``, ``sentigan`` section)."""
+        return cls(
+            generator,
+            discriminator,
+            cfg.sentigan,
+            max_len=cfg.data.max_len,
+            rng=rng,
+            nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
+        )
+
+    def batch_labels(self) -> torch.Tensor:
+        """``(k * batch_size,)`` classes of a generator batch: ``batch_size`` rows of class 0, then class 1, ..."""
+        device = unwrap(self.generator).device
+        return torch.arange(self.num_classes, device=device).repeat_interleave(self.config.batch_size)
+
+    # ------------------------------------------------------------------ generator
+    def generator_step(self, real_batch=None) -> dict[str, float]:
+        """One update of every generator: ``batch_size`` samples per class, their rollout penalties
+        ``1 - D_i``, the penalty loss summed over the classes. ``real_batch`` is not used.
+
+        Returns:
+            ``generator/penalty_loss`` (summed over classes), ``generator/grad_norm``, ``generator/sample_len``,
+            ``rollout/reward_mean`` (mean ``D_i`` of the prefixes: the probability of being real of the right
+            class), ``rollout/reward_last`` (``D_i`` of whole samples) and ``rollout/reward_last_<class id>``.
+        Raises:
+            NonFiniteLossError: a NaN/inf loss or gradient and ``nan_policy=stop`` (no parameter is changed).
+        """
+        cfg, k, b = self.config, self.num_classes, self.config.batch_size
+        labels = self.batch_labels()
+        self.bound.rebind(labels[:, None])
+        self.policy_source.rebind(labels[:, None])
+        if self.rollout.policy is not self.policy_source:
+            self.rollout.policy.rebind(labels[:, None])
+        self.bound_discriminator.rebind(labels)
+        samples = sample(self.bound, k * b, self.max_len, temperature=cfg.temperature, rng=self.rng)
+        tokens, mask = samples.tokens, samples.mask  # (kB, T)
+        with torch.autocast(tokens.device.type, enabled=False):  # rewards in fp32 under a bf16 run
+            rewards = self.rollout(tokens, self.bound_discriminator, cfg.num_rollouts, rng=self.rng)  # D_i
+        log_probs, _ = sampled_log_probs(self.bound, tokens, mask, cfg.temperature)  # (kB, T)
+        penalties = 1.0 - rewards
+        loss = sum(
+            sentigan_penalty_loss(log_probs[s], penalties[s], mask[s], cfg.penalty)
+            for s in (slice(i * b, (i + 1) * b) for i in range(k))
+        )
+        stepped, grad_norm = guarded_update(
+            loss,
+            self.g_optimizer,
+            self.generator.parameters(),
+            self.nan_guard,
+            "generator",
+            cfg.grad_clip,
+            what=lambda: f"generator penalty loss {loss.item()}; the step was skipped: lower sentigan.g_lr",
+        )
+        if stepped:
+            self.rollout.update_policy(self.policy_source)
+            self.g_steps += 1
+        lengths = mask.sum(dim=1)
+        last = rewards.gather(1, (lengths - 1)[:, None]).squeeze(1).view(k, b).mean(dim=1)  # (k,)
+        return {
+            "generator/penalty_loss": loss.item(),
+            "generator/grad_norm": float(grad_norm),
+            "generator/sample_len": float(lengths.float().mean()),
+            "rollout/reward_mean": float(rewards[mask].mean()),
+            "rollout/reward_last": float(last.mean()),
+            **{f"rollout/reward_last_{i}": float(last[i]) for i in range(k)},
+        }
+
+    # ------------------------------------------------------------------ discriminator
+    def discriminator_step(self, real, real_labels: torch.Tensor | None = None) -> dict[str, float]:
+        """One cross-entropy update on real rows (``(B, T)`` with ``(B,)`` classes, or an object with
+        ``tokens`` and ``labels``) against ``B`` fresh samples spread over the classes."""
+        if real_labels is None:
+            real, real_labels = real.tokens, real.labels
+        device = unwrap(self.generator).device
+        per_class = max(1, real.shape[0] // self.num_classes)
+        fake, _ = sample_classes(self.generator, per_class, self.max_len, self.config.temperature, self.rng)
+        skipped = self.nan_guard.skipped
+        metrics = multiclass_discriminator_step(
+            self.discriminator,
+            self.d_optimizer,
+            real.to(device),
+            real_labels.to(device),
+            fake,
+            self.nan_guard,
+        )
+        self.d_steps += self.nan_guard.skipped == skipped
+        return metrics
+
+    def train_epoch(self, real, data_rng: torch.Generator) -> dict[str, float]:
+        """``g_steps`` generator updates, then ``d_steps`` rounds of ``d_num_negatives`` fresh samples against
+        as many real ones (equal numbers of every class) for ``d_epochs`` epochs.
+
+        Args:
+            real: the training data: an object with ``tokens`` ``(N, T)`` and ``labels`` ``(N,)``.
+            data_rng: the order of the real rows.
+        """
+        cfg = self.config
+        metrics: dict[str, float] = {}
+        t0 = time.perf_counter()
+        for _ in range(cfg.g_steps):
+            metrics.update(self.generator_step())
+        metrics["time/generator_s"] = time.perf_counter() - t0
+        class_members(real.labels, self.num_classes)  # every class has real sentences (clear error if not)
+        for _ in range(cfg.d_steps):
+            metrics.update(
+                multiclass_discriminator_round(
+                    self.discriminator, self.d_optimizer, self.generator, real.tokens, real.labels,
+                    cfg.d_num_negatives, cfg.d_epochs, cfg.d_batch_size, self.max_len, data_rng, self.rng,
+                    cfg.temperature, self.nan_guard,
+                )
+            )  # fmt: skip
+        metrics["nan/skipped_steps"] = float(self.nan_guard.skipped)
+        return metrics
+
+    # ------------------------------------------------------------------ state
+    def _extra_state(self) -> dict:
+        return {"rollout": self.rollout.state_dict()}
+
+    def _load_extra_state(self, state: dict) -> None:
+        self.rollout.load_state_dict(state["rollout"])
