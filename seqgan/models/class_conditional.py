@@ -26,11 +26,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from seqgan.decoding.decoders import Decoder, LSTMDecoder
+from seqgan.decoding.samplers import FusedSampler
 from seqgan.losses import one_vs_rest_logit
 from seqgan.models.lstm import LSTMGenerator
 from seqgan.models.seq2seq import ConditionalGenerator
 
-__all__ = ["ClassBoundDiscriminator", "ClassLSTM", "LSTMPerClass", "class_labels"]
+__all__ = ["ClassBoundDiscriminator", "ClassLSTM", "ClassLSTMDecoder", "LSTMPerClass", "class_labels"]
 
 
 def class_labels(label: int | torch.Tensor, num: int, device=None) -> torch.Tensor:
@@ -139,6 +141,10 @@ class ClassLSTM(_ClassGenerator):
         out, (h, c) = self.lstm(self._embed(labels, tokens[:, None]), (h, c))  # (B, 1, H)
         return self.proj(self.dropout(out[:, 0])), (h, c, labels)
 
+    def bound_decoder(self, bound, temperature: float) -> ClassLSTMDecoder:
+        """The fused decoder of this model bound to classes (:meth:`BoundGenerator.fast_decoder`)."""
+        return ClassLSTMDecoder(self, bound, temperature)
+
     def spec(self) -> dict:
         return {
             "kind": "class_lstm",
@@ -233,6 +239,13 @@ class LSTMPerClass(_ClassGenerator):
             logits[r], h_new[:, r], c_new[:, r] = out, hk, ck
         return logits, (h_new, c_new, labels)
 
+    def bound_decoder(self, bound, temperature: float) -> LSTMDecoder | None:
+        """Bound to one class: that class's LSTM's fused decoder; bound to several: None (decode by ``step``)."""
+        labels = bound.contexts.reshape(-1)
+        if labels.numel() == 0 or not bool((labels == labels[0]).all()):
+            return None
+        return LSTMDecoder(self.generators[int(labels[0])], temperature)
+
     def spec(self) -> dict:
         return {
             "kind": "lstm_per_class",
@@ -250,6 +263,31 @@ class LSTMPerClass(_ClassGenerator):
     @classmethod
     def from_spec(cls, spec: dict) -> LSTMPerClass:
         return cls(**{k: v for k, v in spec.items() if k != "kind"})
+
+
+class ClassLSTMDecoder(Decoder):
+    """:class:`ClassLSTM` bound to classes, fast path: ``step`` returns the ``(n, H)`` LSTM output and the output
+    projection is fused with the draw (:class:`~seqgan.decoding.samplers.FusedSampler`), as
+    :class:`~seqgan.decoding.decoders.LSTMDecoder` does for the unconditional LSTM. State ``(h, c, labels)``."""
+
+    fused = True
+
+    def __init__(self, model: ClassLSTM, bound, temperature: float) -> None:
+        self.m, self.bound = model, bound
+        self.sampler = FusedSampler(model.proj.weight, model.proj.bias, temperature, bound.never_sample)
+
+    def init(self, n: int, capacity: int | None = None, seq_len: int | None = None):
+        return self.bound.init_state(n)
+
+    def step(self, tokens: torch.Tensor, state):
+        h, c, labels = state
+        out, (h, c) = self.m.lstm(self.m._embed(labels, tokens[:, None]), (h, c))  # (n, 1, H)
+        return out[:, 0], (h, c, labels)  # dropout is the identity in eval mode
+
+    def rearrange(self, state, n: int, keep: torch.Tensor | None, src: torch.Tensor):
+        h, c, labels = state
+        index = torch.cat([torch.arange(n, device=src.device) if keep is None else keep, src])
+        return h[:, index], c[:, index], labels[index]
 
 
 class ClassBoundDiscriminator(nn.Module):

@@ -176,12 +176,13 @@ def _evaluate_categories(run: Run, checkpoint, o: EvalOptions) -> dict:
         classes=data.classes,
         per_class="BLEU against the class's own test sentences; Self-BLEU within the class's samples; overall = "
         "mean over classes (NLL_test: token-weighted over all test sentences)",
-        num_references={cl: len(e.references) for cl, e in ev.evaluators.items()},
+        references_per_class={cl: len(e.references) for cl, e in ev.evaluators.items()},
         sampling={"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, "seed": o.seed,
                   "seed_of_class_i": "seed + i", "max_len": cfg.data.max_len},
         class_acc="share of a class's samples the classifier puts in that class; real-data rows: the "
         "classifier's accuracy on the class's real test sentences",
     )  # fmt: skip
+    result["protocol"]["num_references"] = sum(len(e.references) for e in ev.evaluators.values())
     return result
 
 

@@ -105,6 +105,12 @@ def run_pipeline(
             rows[f"real data ({cls})"] = {k: real["per_class"][cls].get(k) for k in keys}
     reference = "human responses" if cfg.task == "pairs" else "real data"
     rows = {reference: rows.pop(reference), **rows}
+    if cfg.task == "category":  # the overall rows, then per class the real data and each model
+        names = [reference] + [n for n, _ in (*models, (adv_name, None))]
+        classes = [n[len(reference) + 2 : -1] for n in rows if n.startswith(f"{reference} (")]
+        rows = {n: rows[n] for n in names} | {
+            f"{n} ({c})": rows[f"{n} ({c})"] for c in classes for n in names
+        }
     if sweep and mle and cfg.task == "sentences":  # the adversarial point on the MLE temperature curve
         from seqgan.metrics.sweep import plot_quality_diversity
 

@@ -12,7 +12,8 @@ real of another class), estimated for every prefix ``y_1..t`` by SeqGAN's Monte-
 (:class:`~seqgan.rollout.MonteCarloRollout`, with :class:`~seqgan.models.class_conditional.ClassBoundDiscriminator`
 giving each completion ``D_i`` of its own sample's class), and the loss weights it by the token's probability
 ``G_i(y_t | y_<t)`` (the paper's objective) or its log-probability. One generator step samples ``batch_size``
-sentences of every class and updates every generator once (one Adam over all of them: the generators share no
+sentences of every class (each class on its own, so that it decodes on its LSTM's fused fast path) and updates
+every generator once (one Adam over all of them: the generators share no
 parameter, so each gets the update of its own loss; clipping acts on their joint gradient norm).
 
 Settings: :class:`~seqgan.config.SentiGANConfig` (the ``sentigan`` section).
@@ -81,9 +82,9 @@ class SentiGANTrainer(AdversarialTrainer):
         self.nan_guard = nan_guard or NonFiniteGuard("stop")
         self.g_optimizer = adam(generator.parameters(), lr=config.g_lr)
         self.d_optimizer = adam(discriminator.parameters(), lr=config.d_lr)
-        labels = self.batch_labels()[:, None]
-        self.bound = BoundGenerator(generator, labels)
-        self.policy_source = BoundGenerator(unwrap(generator), labels)
+        labels = torch.zeros(config.batch_size, 1, dtype=torch.long, device=unwrap(generator).device)
+        self.bound = BoundGenerator(generator, labels[:1])
+        self.policy_source = BoundGenerator(unwrap(generator), labels[:1])
         self.rollout = MonteCarloRollout(
             self.policy_source,
             update_rate=config.rollout_update_rate,
@@ -91,7 +92,7 @@ class SentiGANTrainer(AdversarialTrainer):
             max_rows=None,  # a bound generator decodes a batch in one piece
             rng=rng,
         )
-        self.bound_discriminator = ClassBoundDiscriminator(unwrap(discriminator), labels)
+        self.bound_discriminator = ClassBoundDiscriminator(unwrap(discriminator), labels[:, 0])
         self.g_steps = 0
         self.d_steps = 0
 
@@ -114,10 +115,15 @@ class SentiGANTrainer(AdversarialTrainer):
             nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
         )
 
-    def batch_labels(self) -> torch.Tensor:
-        """``(k * batch_size,)`` classes of a generator batch: ``batch_size`` rows of class 0, then class 1, ..."""
+    def bind(self, label: int) -> None:
+        """Conditions the generator, the rollout policy and the discriminator on class ``label`` (every row)."""
         device = unwrap(self.generator).device
-        return torch.arange(self.num_classes, device=device).repeat_interleave(self.config.batch_size)
+        labels = torch.full((self.config.batch_size,), label, dtype=torch.long, device=device)
+        self.bound.rebind(labels[:1, None])
+        self.policy_source.rebind(labels[:1, None])
+        if self.rollout.policy is not self.policy_source:
+            self.rollout.policy.rebind(labels[:1, None])
+        self.bound_discriminator.rebind(labels)
 
     # ------------------------------------------------------------------ generator
     def generator_step(self, real_batch=None) -> dict[str, float]:
@@ -131,23 +137,25 @@ class SentiGANTrainer(AdversarialTrainer):
         Raises:
             NonFiniteLossError: a NaN/inf loss or gradient and ``nan_policy=stop`` (no parameter is changed).
         """
-        cfg, k, b = self.config, self.num_classes, self.config.batch_size
-        labels = self.batch_labels()
-        self.bound.rebind(labels[:, None])
-        self.policy_source.rebind(labels[:, None])
-        if self.rollout.policy is not self.policy_source:
-            self.rollout.policy.rebind(labels[:, None])
-        self.bound_discriminator.rebind(labels)
-        samples = sample(self.bound, k * b, self.max_len, temperature=cfg.temperature, rng=self.rng)
-        tokens, mask = samples.tokens, samples.mask  # (kB, T)
-        with torch.autocast(tokens.device.type, enabled=False):  # rewards in fp32 under a bf16 run
-            rewards = self.rollout(tokens, self.bound_discriminator, cfg.num_rollouts, rng=self.rng)  # D_i
-        log_probs, _ = sampled_log_probs(self.bound, tokens, mask, cfg.temperature)  # (kB, T)
-        penalties = 1.0 - rewards
-        loss = sum(
-            sentigan_penalty_loss(log_probs[s], penalties[s], mask[s], cfg.penalty)
-            for s in (slice(i * b, (i + 1) * b) for i in range(k))
-        )
+        cfg, k = self.config, self.num_classes
+        losses, rewards_all, masks, last = [], [], [], []
+        for i in range(k):  # one class at a time: each decodes on its own (fused) fast path
+            self.bind(i)
+            samples = sample(
+                self.bound, cfg.batch_size, self.max_len, temperature=cfg.temperature, rng=self.rng
+            )
+            tokens, mask = samples.tokens, samples.mask  # (B, T)
+            with torch.autocast(tokens.device.type, enabled=False):  # rewards in fp32 under a bf16 run
+                rewards = self.rollout(
+                    tokens, self.bound_discriminator, cfg.num_rollouts, rng=self.rng
+                )  # D_i
+            log_probs, _ = sampled_log_probs(self.bound, tokens, mask, cfg.temperature)  # (B, T)
+            losses.append(sentigan_penalty_loss(log_probs, 1.0 - rewards, mask, cfg.penalty))
+            lengths = mask.sum(dim=1)
+            last.append(float(rewards.gather(1, (lengths - 1)[:, None]).mean()))
+            rewards_all.append(rewards[mask])
+            masks.append(lengths)
+        loss = torch.stack(losses).sum()
         stepped, grad_norm = guarded_update(
             loss,
             self.g_optimizer,
@@ -160,15 +168,13 @@ class SentiGANTrainer(AdversarialTrainer):
         if stepped:
             self.rollout.update_policy(self.policy_source)
             self.g_steps += 1
-        lengths = mask.sum(dim=1)
-        last = rewards.gather(1, (lengths - 1)[:, None]).squeeze(1).view(k, b).mean(dim=1)  # (k,)
         return {
             "generator/penalty_loss": loss.item(),
             "generator/grad_norm": float(grad_norm),
-            "generator/sample_len": float(lengths.float().mean()),
-            "rollout/reward_mean": float(rewards[mask].mean()),
-            "rollout/reward_last": float(last.mean()),
-            **{f"rollout/reward_last_{i}": float(last[i]) for i in range(k)},
+            "generator/sample_len": float(torch.cat(masks).float().mean()),
+            "rollout/reward_mean": float(torch.cat(rewards_all).mean()),
+            "rollout/reward_last": sum(last) / k,
+            **{f"rollout/reward_last_{i}": last[i] for i in range(k)},
         }
 
     # ------------------------------------------------------------------ discriminator
