@@ -8,8 +8,8 @@ docstring (``--help-config``).
 Sections: the run (``seed``, ``out_dir``, ...), ``data``, ``tokenizer``, ``generator``, ``discriminator``,
 ``pretrain`` (MLE and discriminator pretraining), ``adversarial`` (the loop every adversarial method shares:
 method, epochs, evaluation and checkpoint schedule), one section per method that *is* that method's trainer
-config (``seqgan``, ``gumbel``, ``scratchgan``), the ``conditional`` task ((context, response) pairs) and
-``sample`` (defaults of the sampling tools). :data:`METHODS` says which section and which discriminator each
+config (``seqgan``, ``gumbel``, ``scratchgan``, ``sentigan``, ``catgan``), the ``conditional`` task ((context,
+response) pairs), the ``category`` task (labelled sentences) and ``sample`` (defaults of the sampling tools). :data:`METHODS` says which section and which discriminator each
 method uses; :func:`inactive_settings` names the keys set for a method or task that is not selected.
 
 The value rules (:class:`Range`) are shared with the command-line tools (:func:`arg_type`), so a recipe's
