@@ -536,6 +536,13 @@ class SentiGANConfig(Section):
     """The generator loss sum_t w_t * V_t over real tokens, V_t = 1 - D_i(rollouts of y_1..t) the penalty of
     generator i: probability (SentiGAN: w_t = G_i(y_t | y_<t), whose gradient is the policy gradient weighted by
     the token's probability) or log_probability (w_t = log G_i(y_t | y_<t), plain REINFORCE on the penalty)."""
+    baseline: Literal["none", "mean"] = "none"
+    """Subtracted from the penalties: none (SentiGAN) or mean (the batch's mean penalty at each step, per class).
+    Every penalty is positive, so without a baseline every sampled token is pushed down and the generator's
+    entropy rises; a baseline pushes the better-than-average samples up."""
+    mle_every: int = ranged(0, NON_NEGATIVE)
+    """One MLE update on batch_size real sentences of every class after every this many generator updates
+    (SentiGAN's released code interleaves MLE epochs with the adversarial batches; 0 disables)."""
     temperature: float = ranged(1.0, POSITIVE)
     """Sampling temperature of the generated batches and rollouts (probabilities are taken under it)."""
     g_lr: float = ranged(1e-3, POSITIVE)

@@ -265,6 +265,30 @@ def test_sentigan_generator_step_follows_the_penalty_of_each_class():
     assert trainer.g_steps == 1
 
 
+def test_sentigan_baseline_and_mle_updates():
+    trainer, gen, d = _sentigan()
+    with torch.no_grad():  # the same penalty for every sentence
+        d.out.weight.zero_()
+        d.out.bias.zero_()
+    real = torch.tensor([[4, 5, 2, 0, 0], [6, 2, 0, 0, 0], [7, 8, 9, 2, 0], [5, 5, 2, 0, 0]])
+    labels = torch.tensor([0, 1, 0, 1])
+    plain = trainer.generator_step()[
+        "generator/grad_norm"
+    ]  # a constant penalty still pushes every sample down
+    trainer.config = SentiGANConfig(**{**vars(trainer.config), "baseline": "mean"})
+    centred = trainer.generator_step()[
+        "generator/grad_norm"
+    ]  # centred: nothing left to learn from (rounding)
+    assert plain > 1e-3 and centred < 1e-6 * plain
+    trainer.config = SentiGANConfig(**{**vars(trainer.config), "mle_every": 1})
+    before = _params(gen)
+    metrics = trainer.generator_step(real, labels)
+    assert metrics["generator/teacher_forcing_nll"] > 0
+    assert any(not torch.equal(v, before[k]) for k, v in _params(gen).items())
+    with pytest.raises(ValueError, match="mle_every needs real sentences"):
+        trainer.generator_step()
+
+
 def test_sentigan_discriminator_step_trains_only_the_discriminator():
     trainer, gen, d = _sentigan()
     g_before, d_before = _params(gen), _params(d)

@@ -151,7 +151,9 @@ def run_seeds(cfg: Config, seeds: list[int], **options) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     keys = [
-        k for k in [*SENTENCE_KEYS, *PAIR_KEYS] if any(r.get(k) is not None for r in summary["mean"].values())
+        k
+        for k in [*SENTENCE_KEYS, *PAIR_KEYS, *CATEGORY_KEYS]
+        if any(r.get(k) is not None for r in summary["mean"].values())
     ]
     keys = list(dict.fromkeys(keys))
     md = [

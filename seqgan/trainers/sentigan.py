@@ -16,6 +16,10 @@ sentences of every class (each class on its own, so that it decodes on its LSTM'
 every generator once (one Adam over all of them: the generators share no
 parameter, so each gets the update of its own loss; clipping acts on their joint gradient norm).
 
+Two options beyond the paper: a baseline (``sentigan.baseline: mean``: every penalty is positive, so without one
+each update pushes every sampled token down and the generators' entropy rises) and MLE updates on real sentences
+between the adversarial ones (``sentigan.mle_every``, as SentiGAN's released code interleaves MLE training).
+
 Settings: :class:`~seqgan.config.SentiGANConfig` (the ``sentigan`` section).
 """
 
@@ -28,18 +32,20 @@ from torch import nn
 
 from seqgan.config import Config, SentiGANConfig
 from seqgan.distributed import unwrap
-from seqgan.losses import sampled_log_probs, sentigan_penalty_loss
+from seqgan.losses import sampled_log_probs, sentigan_penalty_loss, step_means
 from seqgan.models.class_conditional import ClassBoundDiscriminator
 from seqgan.models.seq2seq import BoundGenerator
 from seqgan.rollout import MonteCarloRollout
 from seqgan.sampling import sample
 from seqgan.trainers.base import AdversarialTrainer, NonFiniteGuard, guarded_update
 from seqgan.trainers.category import (
+    class_draw,
     class_members,
     multiclass_discriminator_round,
     multiclass_discriminator_step,
     sample_classes,
 )
+from seqgan.trainers.steps import mle_step
 from seqgan.utils import adam
 
 __all__ = ["SentiGANTrainer"]
@@ -126,14 +132,17 @@ class SentiGANTrainer(AdversarialTrainer):
         self.bound_discriminator.rebind(labels)
 
     # ------------------------------------------------------------------ generator
-    def generator_step(self, real_batch=None) -> dict[str, float]:
+    def generator_step(self, real=None, real_labels: torch.Tensor | None = None) -> dict[str, float]:
         """One update of every generator: ``batch_size`` samples per class, their rollout penalties
-        ``1 - D_i``, the penalty loss summed over the classes. ``real_batch`` is not used.
+        ``1 - D_i`` (minus the baseline), the penalty loss summed over the classes; then, every ``mle_every``
+        applied updates, one MLE update on the real sentences ``real`` (``(N, T)`` with ``(N,)`` classes
+        ``real_labels``, or an object with ``tokens`` and ``labels``; needed only then).
 
         Returns:
             ``generator/penalty_loss`` (summed over classes), ``generator/grad_norm``, ``generator/sample_len``,
             ``rollout/reward_mean`` (mean ``D_i`` of the prefixes: the probability of being real of the right
-            class), ``rollout/reward_last`` (``D_i`` of whole samples) and ``rollout/reward_last_<class id>``.
+            class), ``rollout/reward_last`` (``D_i`` of whole samples), ``rollout/reward_last_<class id>`` and
+            ``generator/teacher_forcing_nll`` when an MLE update ran.
         Raises:
             NonFiniteLossError: a NaN/inf loss or gradient and ``nan_policy=stop`` (no parameter is changed).
         """
@@ -150,7 +159,10 @@ class SentiGANTrainer(AdversarialTrainer):
                     tokens, self.bound_discriminator, cfg.num_rollouts, rng=self.rng
                 )  # D_i
             log_probs, _ = sampled_log_probs(self.bound, tokens, mask, cfg.temperature)  # (B, T)
-            losses.append(sentigan_penalty_loss(log_probs, 1.0 - rewards, mask, cfg.penalty))
+            penalties = 1.0 - rewards
+            if cfg.baseline == "mean":
+                penalties = penalties - step_means(penalties, mask)  # (B, T) - (T,)
+            losses.append(sentigan_penalty_loss(log_probs, penalties, mask, cfg.penalty))
             lengths = mask.sum(dim=1)
             last.append(float(rewards.gather(1, (lengths - 1)[:, None]).mean()))
             rewards_all.append(rewards[mask])
@@ -165,10 +177,14 @@ class SentiGANTrainer(AdversarialTrainer):
             cfg.grad_clip,
             what=lambda: f"generator penalty loss {loss.item()}; the step was skipped: lower sentigan.g_lr",
         )
+        metrics = {}
         if stepped:
             self.rollout.update_policy(self.policy_source)
             self.g_steps += 1
+            if cfg.mle_every and self.g_steps % cfg.mle_every == 0:
+                metrics["generator/teacher_forcing_nll"] = self._mle(real, real_labels)
         return {
+            **metrics,
             "generator/penalty_loss": loss.item(),
             "generator/grad_norm": float(grad_norm),
             "generator/sample_len": float(torch.cat(masks).float().mean()),
@@ -176,6 +192,17 @@ class SentiGANTrainer(AdversarialTrainer):
             "rollout/reward_last": sum(last) / k,
             **{f"rollout/reward_last_{i}": last[i] for i in range(k)},
         }
+
+    def _mle(self, real, real_labels: torch.Tensor | None) -> float:
+        """One MLE update of the generators on real sentences of their classes (SentiGAN's code keeps training
+        the generators by maximum likelihood between the adversarial batches)."""
+        if real is None:
+            raise ValueError("sentigan.mle_every needs real sentences: generator_step(real, real_labels)")
+        if real_labels is None:
+            real, real_labels = real.tokens, real.labels
+        device = unwrap(self.generator).device
+        bound = BoundGenerator(self.generator, real_labels.to(device)[:, None])
+        return mle_step(bound, self.g_optimizer, real.to(device), self.config.grad_clip, self.nan_guard)
 
     # ------------------------------------------------------------------ discriminator
     def discriminator_step(self, real, real_labels: torch.Tensor | None = None) -> dict[str, float]:
@@ -208,11 +235,15 @@ class SentiGANTrainer(AdversarialTrainer):
         """
         cfg = self.config
         metrics: dict[str, float] = {}
+        members = class_members(real.labels, self.num_classes)  # every class has real sentences (or an error)
         t0 = time.perf_counter()
         for _ in range(cfg.g_steps):
-            metrics.update(self.generator_step())
+            if cfg.mle_every:  # real sentences for the MLE updates, the same number of every class
+                idx = class_draw(members, cfg.batch_size, data_rng).to(real.tokens.device)
+                metrics.update(self.generator_step(real.tokens[idx], real.labels[idx]))
+            else:
+                metrics.update(self.generator_step())
         metrics["time/generator_s"] = time.perf_counter() - t0
-        class_members(real.labels, self.num_classes)  # every class has real sentences (clear error if not)
         for _ in range(cfg.d_steps):
             metrics.update(
                 multiclass_discriminator_round(
