@@ -201,12 +201,12 @@ def matmul_peak(dtype: torch.dtype) -> float:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke run: 1/20 of the sentences, one repeat")
+    p.add_argument("--quick", action="store_true", help="smoke run: 1/50 of the sentences, one repeat")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2, help="timed epochs per setting (the fastest counts)")
     p.add_argument("--checkpoint", help="an MLE checkpoint whose samples give the generated half's lengths")
     args = p.parse_args(argv)
-    args.num = 500 if args.quick else 10000
+    args.num = 200 if args.quick else 10000
     repeats = 1 if args.quick else args.repeats
     torch.set_num_threads(args.threads)
     agreement = check_agreement()

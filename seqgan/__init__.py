@@ -11,8 +11,10 @@ changes no process state; see :mod:`seqgan.runtime` for the thread settings the 
   :class:`Seq2SeqTransformer`, :class:`CNNDiscriminator`, :class:`RNNDiscriminator`, :class:`PairDiscriminator`;
 - decoding: :func:`sample`, :class:`Samples`, :class:`MonteCarloRollout`;
 - training: :class:`PolicyGradientTrainer`, :class:`GumbelTrainer`, :class:`ScratchGANTrainer`,
-  :class:`ConditionalTrainer`, :func:`build_trainer`;
-- runs and checkpoints: :func:`load_run`, :func:`load_checkpoint`, :func:`save_checkpoint`.
+  :class:`ConditionalTrainer`, :func:`build_trainer`; the loop: :func:`fit`, :class:`Callback`,
+  :class:`EarlyStopping`, :class:`FitState`;
+- runs and checkpoints: :func:`load_run`, :func:`prepare_data`, :func:`evaluation`, :func:`load_checkpoint`,
+  :func:`save_checkpoint`, :func:`seed_everything`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,13 @@ _EXPORTS = {
     "ConditionalTrainer": "seqgan.trainers.conditional",
     "build_trainer": "seqgan.trainers",
     "load_run": "seqgan.runs",
+    "prepare_data": "seqgan.runs",
+    "evaluation": "seqgan.runs",
+    "fit": "seqgan.loop",
+    "Callback": "seqgan.loop",
+    "EarlyStopping": "seqgan.loop",
+    "FitState": "seqgan.loop",
+    "seed_everything": "seqgan.utils",
     "load_checkpoint": "seqgan.checkpoint",
     "save_checkpoint": "seqgan.checkpoint",
 }

@@ -326,6 +326,9 @@ class AdversarialConfig(Section):
     """Samples per scheduled evaluation (conditional task: ``conditional.eval_num_pairs`` test contexts)."""
     checkpoint_every: int = ranged(5, AT_LEAST_ONE)
     """Write <out_dir>/adversarial.pt every this many epochs (and at the end)."""
+    log_every: int = ranged(1, AT_LEAST_ONE)
+    """Write the training metrics every this many epochs, averaged over them (evaluations are always
+    written)."""
 
 
 @dataclass
@@ -685,6 +688,62 @@ class CategoryConfig(Section):
 
 
 @dataclass
+class TRLConfig(Section):
+    """GRPO / RLOO (the ``trl`` package) with an online seqgan discriminator as the reward: what
+    ``recipes/trl_gan.py`` runs (:mod:`seqgan.integrations.trl`). The policy is a Hugging Face causal LM; the
+    task (captions, or (context, response) pairs with the context as the prompt) and the models' sizes come from
+    the other sections."""
+
+    section: ClassVar[str] = "trl"
+
+    trainer: Literal["grpo", "rloo"] = "grpo"
+    """TRL's trainer: grpo (group-normalised advantages) or rloo (leave-one-out baseline)."""
+    policy_checkpoint: str | None = None
+    """An MLE checkpoint of this toolkit with a transformer generator (and, unconditional task, a CNN
+    discriminator, used as the starting discriminator); none: a fresh policy from the generator section,
+    fine-tuned by sft_steps of supervised learning, and a fresh discriminator."""
+    sft_steps: int = ranged(0, NON_NEGATIVE)
+    """Supervised fine-tuning steps (TRL's SFTTrainer, prompt -> completion) before the adversarial steps."""
+    sft_batch_size: int = ranged(32, AT_LEAST_ONE)
+    """SFT batch size."""
+    sft_lr: float = ranged(5e-4, POSITIVE)
+    """SFT learning rate."""
+    steps: int = ranged(100, NON_NEGATIVE)
+    """Policy-gradient steps (TRL's max_steps)."""
+    batch_size: int = ranged(32, AT_LEAST_ONE)
+    """Completions per step (TRL's per_device_train_batch_size; a multiple of num_generations)."""
+    num_generations: int = ranged(8, Range(2))
+    """Completions per prompt: the group GRPO normalises rewards in (RLOO's leave-one-out group)."""
+    learning_rate: float = ranged(1e-5, POSITIVE)
+    """The policy's learning rate."""
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    """The policy's learning-rate schedule over trl.steps (TRL's lr_scheduler_type; constant keeps a resumed
+    run that goes further at the same rate)."""
+    beta: float = ranged(0.0, NON_NEGATIVE)
+    """KL coefficient to the starting policy (TRL's beta; 0 loads no reference model)."""
+    temperature: float = ranged(1.0, POSITIVE)
+    """Sampling temperature of the completions."""
+    reward: Literal["prob", "logit", "log_prob"] = "prob"
+    """The reward of a completion: D's probability that it is real, D's logit, or its log-probability."""
+    d_every: int = ranged(1, AT_LEAST_ONE)
+    """Train the discriminator every this many policy steps (on the completions just generated)."""
+    d_steps: int = ranged(1, NON_NEGATIVE)
+    """Discriminator updates each time."""
+    d_batch_size: int = ranged(64, AT_LEAST_ONE)
+    """Real and generated sequences per discriminator update (each)."""
+    d_lr: float = ranged(1e-4, POSITIVE)
+    """The discriminator's Adam learning rate."""
+    d_buffer: int = ranged(512, AT_LEAST_ONE)
+    """The most recent completions kept for the discriminator's updates."""
+    d_warmup_steps: int = ranged(0, NON_NEGATIVE)
+    """Discriminator updates on the starting policy's samples before the first policy step."""
+    save_steps: int = ranged(50, AT_LEAST_ONE)
+    """Checkpoint (TRL's checkpoint-N folders, with the discriminator's state) every this many steps."""
+    eval_num_samples: int = ranged(2000, AT_LEAST_ONE)
+    """Samples (pairs: test contexts) of the evaluations before and after training."""
+
+
+@dataclass
 class SampleConfig(Section):
     section: ClassVar[str] = "sample"
 
@@ -746,6 +805,10 @@ class Config:
     precision: Literal["fp32", "bf16"] = "fp32"
     """bf16: run the training updates (MLE, generator and discriminator steps) under bfloat16 autocast; rollout
     rewards, evaluation and the weights stay fp32."""
+    report_to: list[Literal["jsonl", "tensorboard", "wandb"]] = field(default_factory=lambda: ["jsonl"])
+    """Where metrics go besides the run folder's metrics.jsonl (always written: the curves and --resume read
+    it): tensorboard (event files in <out_dir>/tb, the tensorboard package), wandb (an offline W&B run in
+    <out_dir>/wandb, the wandb package). Hugging Face's spellings are accepted: one name, "none", "all"."""
     compile: bool = False
     """Compile the generator's and the discriminator's forward with ``torch.compile`` (in place: checkpoints and
     the fused decoding paths are unchanged). Pays off on long GPU runs; the first calls of each shape compile
@@ -763,6 +826,7 @@ class Config:
     catgan: CatGANConfig = field(default_factory=CatGANConfig)
     conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
     category: CategoryConfig = field(default_factory=CategoryConfig)
+    trl: TRLConfig = field(default_factory=TRLConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def __post_init__(self) -> None:
@@ -869,10 +933,11 @@ def validate(cfg: Config) -> None:
                 f"{' or '.join(m for m, e in METHODS.items() if 'pairs' in e.tasks)}, not "
                 f"{cfg.adversarial.method}"
             )
-        if not conditional_generator:
+        if not conditional_generator and cfg.generator.kind != "transformer":
             raise ConfigError(
                 f"the conditional task (conditional.train) needs generator.kind=seq2seq or "
-                f"seq2seq_transformer, got {cfg.generator.kind!r}"
+                f"seq2seq_transformer (or transformer: a causal LM that reads the context as its prompt, "
+                f"trained by recipes/trl_gan.py), got {cfg.generator.kind!r}"
             )
         if kind != "cnn":
             raise ConfigError(
@@ -891,11 +956,17 @@ def validate(cfg: Config) -> None:
 
 def inactive_settings(cfg: Config, stage: str = "adversarial") -> list[str]:
     """Keys set to a non-default value that have no effect in this run: the sections of the adversarial
-    methods that are not selected, and the ``conditional`` section when the task is unconditional
-    (``"gumbel.loss='hinge'"``). ``stage="pretrain"`` ignores the method sections (pretraining uses none)."""
+    methods that are not selected, the ``trl`` section (``recipes/trl_gan.py`` reads it), and the ``conditional``
+    section when the task is unconditional (``"gumbel.loss='hinge'"``). ``stage="pretrain"`` ignores the method
+    sections (pretraining uses none); ``stage="trl"`` lists every method section (the TRL run uses none)."""
     defaults = Config()
     out = []
-    sections = [] if stage == "pretrain" else [m.section for m in METHODS.values() if m != cfg.method]
+    if stage == "trl":
+        sections = [m.section for m in METHODS.values()]
+    else:
+        sections = ["trl"] + (
+            [] if stage == "pretrain" else [m.section for m in METHODS.values() if m != cfg.method]
+        )
     if cfg.task != "pairs":
         sections.append("conditional")
     if cfg.task != "category":
@@ -940,6 +1011,55 @@ def _move_keys(tree: dict) -> tuple[dict, list[tuple[str, str]]]:
                 target.setdefault(k_new, value)
             moved.append((old, new))
     return tree, moved
+
+
+HF_ALIASES: dict[str, str] = {
+    "output_dir": "out_dir",
+    "max_steps": "adversarial.epochs",
+    "eval_steps": "adversarial.eval_every",
+    "save_steps": "adversarial.checkpoint_every",
+    "logging_steps": "adversarial.log_every",
+    "save_total_limit": "checkpoint_keep",
+    "bf16": "precision",
+}
+"""Hugging Face ``TrainingArguments`` names accepted at the top level of a config file or on the command line
+(``max_steps=20``), and the key each sets. The loop's step is one adversarial epoch (a round of the method's
+schedule), so ``max_steps``, ``eval_steps``, ``save_steps`` and ``logging_steps`` count epochs; ``bf16: true``
+is ``precision: bf16``. ``seed`` and ``report_to`` have their Hugging Face names already."""
+
+
+def resolve_aliases(tree: dict) -> dict:
+    """``tree`` (one source: a YAML file or the command-line overrides) with the :data:`HF_ALIASES` moved to
+    their keys and ``report_to`` normalized (a single name, ``none``, ``all``, a comma-separated string).
+
+    Raises:
+        ConfigError: an alias and its key both set, to different values; ``bf16`` not true/false.
+    """
+    from seqgan.reporting import normalize_report_to
+
+    tree = {k: dict(v) if isinstance(v, dict) else v for k, v in tree.items()}
+    for alias, key in HF_ALIASES.items():
+        if alias not in tree:
+            continue
+        value = tree.pop(alias)
+        if alias == "bf16":
+            if not isinstance(value, bool):
+                raise ConfigError(f"bf16: expected true/false, got {value!r} (it sets precision)")
+            value = "bf16" if value else "fp32"
+        section, _, name = key.rpartition(".")
+        node = tree.setdefault(section, {}) if section else tree
+        if not isinstance(node, dict):
+            raise ConfigError(f"{alias}: {section!r} is not a section")
+        if name in node and node[name] != value:
+            raise ConfigError(
+                f"{alias}={value!r} (Hugging Face's name for {key}) contradicts {key}={node[name]!r}; set one"
+            )
+        node[name] = value
+    if "report_to" in tree and not isinstance(tree["report_to"], dict):
+        value = tree["report_to"]
+        if isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            tree["report_to"] = normalize_report_to(value)
+    return tree
 
 
 def config_from_saved(tree: dict) -> Config:
@@ -1113,9 +1233,9 @@ def load_config(
             )
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of config sections")
-        tree = loaded
+        tree = resolve_aliases(loaded)
     if overrides:
-        tree = _merge(tree, parse_overrides(overrides))
+        tree = _merge(tree, resolve_aliases(parse_overrides(overrides)))
     cfg = from_dict(cls, tree)
     cfg._set_keys = frozenset(_dotted(tree))  # what the file and the command line set (see explicit_keys)
     return cfg

@@ -322,9 +322,10 @@ class _NullLogger:
 
 
 def metrics_logger(out_dir: str | Path, **kwargs) -> Any:
-    """A :class:`~seqgan.utils.MetricsLogger` on rank 0, a logger that writes nothing on the other ranks."""
-    from seqgan.utils import MetricsLogger
+    """The run's metric sinks (:func:`seqgan.reporting.make_reporter`, same arguments) on rank 0; a logger that
+    writes nothing on the other ranks."""
+    from seqgan.reporting import make_reporter
 
     if is_main():
-        return MetricsLogger(out_dir, **kwargs)
+        return make_reporter(out_dir, **kwargs)
     return _NullLogger(Path(out_dir) / kwargs.get("name", "metrics.jsonl"))

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from seqgan.checkpoint import CheckpointError, load_checkpoint, rng_state
-from seqgan.config import Config, config_from_saved, to_dict
+from seqgan.config import Config, ConfigError, config_from_saved, to_dict
 from seqgan.data.datasets import (
     DataError,
     EncodeReport,
@@ -521,6 +521,17 @@ def sample_by_class(
 TASKS: dict[str, Task] = {"sentences": SentenceTask(), "pairs": PairTask(), "category": CategoryTask()}
 
 
+def check_stage_models(cfg: Config) -> None:
+    """Refuses, before any work, a model the pretraining and adversarial stages cannot train: a causal LM on
+    the conditional task (it trains through :mod:`seqgan.integrations.trl`, the context as its prompt)."""
+    if cfg.task == "pairs" and not cfg.generator.kind.startswith("seq2seq"):
+        raise ConfigError(
+            f"generator.kind={cfg.generator.kind} on (context, response) pairs trains through "
+            "recipes/trl_gan.py (the context as its prompt); recipes/pretrain.py and recipes/adversarial.py "
+            "need generator.kind=seq2seq or seq2seq_transformer"
+        )
+
+
 def task_of(cfg: Config) -> Task:
     """The :class:`Task` of a config (``pairs`` when ``conditional.train`` is set, ``category`` when
     ``category.train`` is)."""
@@ -530,6 +541,22 @@ def task_of(cfg: Config) -> Task:
 def prepare_data(cfg: Config, tokenizer: Tokenizer | None = None) -> RunData:
     """The splits of ``cfg``'s task, encoded with ``tokenizer`` (trained on the training split when None)."""
     return task_of(cfg).prepare(cfg, tokenizer)
+
+
+def evaluation(cfg: Config, data: RunData, task: Task | None = None):
+    """The task's standard evaluation as ``(generator, seed) -> metrics`` (what :func:`seqgan.loop.fit`
+    schedules): sentences: BLEU-2..5 against the test split, Self-BLEU-2..5, NLL_test (and NLL_oracle on the
+    synthetic task) on ``adversarial.eval_num_samples`` samples; pairs: the response metrics on
+    ``conditional.eval_num_pairs`` test contexts; category: the overall and per-class metrics of
+    ``category.eval_num_samples`` samples per class. The BLEU references (and the category task's classifier)
+    are built once, here."""
+    task = task or task_of(cfg)
+    evaluator = task.evaluator(data, cfg)
+
+    def evaluate(generator, seed: int) -> dict[str, float]:
+        return task.evaluate(generator, data, cfg, seed, evaluator)
+
+    return evaluate
 
 
 @torch.no_grad()
@@ -671,8 +698,6 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> Run:
         CheckpointError: the file is missing, damaged, refused, edited (a missing entry, a spec that does not
             match its weights) or its generator does not fit its tokenizer; one line naming the problem.
     """
-    from seqgan.config import ConfigError
-
     ckpt = load_checkpoint(path)
     try:
         cfg = config_from_saved(_entry(ckpt, "config", path))

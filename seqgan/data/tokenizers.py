@@ -404,3 +404,37 @@ def build_tokenizer(
             texts, cfg.sp_vocab_size, cfg.sp_model_type, lowercase=False
         ).with_lowercase(lowercase)
     raise ValueError(f"unknown tokenizer kind {cfg.kind!r}")
+
+
+def to_hf_tokenizer(tokenizer: Tokenizer):
+    """A Hugging Face fast tokenizer with ``tokenizer``'s ids, for libraries that take one (TRL's trainers,
+    ``generate``, ``save_pretrained``).
+
+    A :class:`WordTokenizer` becomes a word-level model over whitespace-split text with the same vocabulary and
+    special tokens, so the text :meth:`WordTokenizer.decode` writes encodes back to the same ids (raw text is
+    split by whitespace only: encode it with this toolkit's tokenizer and decode it first, as
+    :mod:`seqgan.integrations.trl` does). An :class:`HFTokenizer` gives its own tokenizer.
+
+    Raises:
+        ValueError: another kind of tokenizer.
+    """
+    if isinstance(tokenizer, HFTokenizer):
+        return tokenizer.hf
+    if not isinstance(tokenizer, WordTokenizer):
+        raise ValueError(
+            f"a {tokenizer.kind} tokenizer has no Hugging Face equivalent here; use tokenizer.kind=word or hf"
+        )
+    from tokenizers import Tokenizer as RawTokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from transformers import PreTrainedTokenizerFast
+
+    raw = RawTokenizer(WordLevel(dict(tokenizer.stoi), unk_token=tokenizer.itos[tokenizer.unk_id]))
+    raw.pre_tokenizer = WhitespaceSplit()
+    specials = {
+        "pad_token": tokenizer.itos[tokenizer.pad_id],
+        "bos_token": tokenizer.itos[tokenizer.bos_id],
+        "eos_token": tokenizer.itos[tokenizer.eos_id],
+        "unk_token": tokenizer.itos[tokenizer.unk_id],
+    }
+    return PreTrainedTokenizerFast(tokenizer_object=raw, **specials)

@@ -1,6 +1,7 @@
 """The adversarial stage: any method's epochs from an MLE checkpoint (or from scratch), for either task.
 
-Each epoch is the trainer's own schedule (:meth:`~seqgan.trainers.base.AdversarialTrainer.train_epoch`; the
+The stage builds the data, the models (:func:`start_models`) and the trainer from the config, then runs the
+library's loop, :func:`seqgan.loop.fit`. Each epoch is the trainer's own schedule (:meth:`~seqgan.trainers.base.AdversarialTrainer.train_epoch`; the
 method is ``adversarial.method``, its settings the section of that name). Every ``adversarial.eval_every``
 epochs (and before the first) the task's evaluation runs (BLEU, Self-BLEU, NLL_test, NLL_oracle; response
 metrics for pairs), and every ``checkpoint_every`` epochs ``out_dir/adversarial.pt`` is written (models,
@@ -15,44 +16,23 @@ neither ``adversarial.pretrain_checkpoint`` nor ``out_dir/pretrain.pt`` exists.
 
 from __future__ import annotations
 
-import json
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from seqgan import distributed
-from seqgan.checkpoint import (
-    IGNORED_KEYS,
-    MODEL_KEYS,
-    CheckpointError,
-    check_compatible,
-    drop_records_after,
-    load_checkpoint,
-    run_rng_state,
-    save_numbered,
-    set_run_rng_state,
-)
-from seqgan.config import (
-    Config,
-    config_from_saved,
-    explicit_keys,
-    from_dict,
-    inactive_settings,
-    save_config,
-    to_dict,
-)
+from seqgan.checkpoint import IGNORED_KEYS, MODEL_KEYS, CheckpointError
+from seqgan.config import Config, config_from_saved, explicit_keys, from_dict, inactive_settings, to_dict
 from seqgan.data.tokenizers import Tokenizer
-from seqgan.metrics.suite import format_table
-from seqgan.plotting import plot_curves
-from seqgan.runs import RunData, load_run, make_checkpoint, new_models, prepare_data, task_of
-from seqgan.runtime import autocast, compile_models, resolve_device
+from seqgan.loop import Callback, fit
+from seqgan.reporting import check_report_to
+from seqgan.runs import RunData, check_stage_models, evaluation, load_run, new_models, prepare_data, task_of
+from seqgan.runtime import compile_models, resolve_device
 from seqgan.stages.pretrain import _shard, check_single_process
-from seqgan.stages.rundir import check_run_dir, claim_run_dir
+from seqgan.stages.rundir import check_run_dir
 from seqgan.trainers import build_trainer
-from seqgan.trainers.base import NonFiniteLossError
 from seqgan.trainers.scratchgan import init_embeddings
 from seqgan.utils import seed_everything
 
@@ -209,21 +189,25 @@ def apply_dropout(model: torch.nn.Module, rate: float, what: str) -> None:
             module.dropout_p = rate
 
 
-def adversarial(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
-    """Adversarial training for ``cfg``; returns the path of ``out_dir/adversarial.pt``.
+def adversarial(
+    cfg: Config, resume: bool = False, overwrite: bool = False, callbacks: Sequence[Callback] = ()
+) -> Path:
+    """Adversarial training for ``cfg``: builds the data, the models and the trainer, then runs
+    :func:`seqgan.loop.fit`; returns the path of ``out_dir/adversarial.pt``.
 
     Args:
         cfg: the run's config (``adversarial`` loop, the method's section, the task).
         resume: continue from ``out_dir/adversarial.pt``.
         overwrite: start again in an ``out_dir`` that holds an adversarial run (its files are removed once the
             inputs are checked).
+        callbacks: :class:`~seqgan.loop.Callback` objects for the loop.
     Raises:
         RunDirError, ConfigError, DataError, CheckpointError: bad input (nothing written).
         NonFiniteLossError: NaN/inf under ``nan_policy=stop`` (the last checkpoint is left as it was).
     """
-    out = Path(cfg.out_dir)
-    ckpt_path = out / "adversarial.pt"
-    check_run_dir(out, "adversarial", resume, overwrite)
+    check_run_dir(Path(cfg.out_dir), "adversarial", resume, overwrite)  # before any work
+    check_report_to(cfg.report_to)
+    check_stage_models(cfg)
     task = task_of(cfg)
     device = distributed.init(resolve_device(cfg.device))  # joins the process group under torchrun
     check_single_process(cfg)
@@ -241,7 +225,6 @@ def adversarial(cfg: Config, resume: bool = False, overwrite: bool = False) -> P
     data_rng = seed_everything(distributed.rank_seed(cfg.seed))
     sample_rng = torch.Generator(device=device)
     sample_rng.manual_seed(distributed.rank_seed(cfg.seed) + 1)
-    gen_model, disc_model = generator, discriminator
     compile_models(cfg.compile, generator, discriminator)
     generator, discriminator = distributed.wrap(generator, device), distributed.wrap(discriminator, device)
     train = _shard(data.splits["train"]).to(device)  # this rank's share
@@ -249,97 +232,8 @@ def adversarial(cfg: Config, resume: bool = False, overwrite: bool = False) -> P
         distributed.per_rank_config(cfg), generator, discriminator, rng=sample_rng, data_rng=data_rng,
         **task.trainer_data(train),
     )  # fmt: skip
-    evaluator = task.evaluator(data, cfg)  # BLEU references (and the category task's classifier), built once
-
-    start_epoch = 0
-    if resume:
-        state = load_checkpoint(ckpt_path)
-        check_compatible(ckpt_path, state["config"], base, state["tokenizer"], tok.state_dict(), base_name)
-        trainer.load_state_dict(state["trainer"])
-        start_epoch = state["epoch"]
-        set_run_rng_state(state, distributed.rank(), distributed.world_size(), data_rng, sample_rng)
-        print(f"resumed from {ckpt_path} at epoch {start_epoch}")
-    if distributed.is_main():  # nothing is written before the inputs are checked
-        claim_run_dir(out, "adversarial", resume, overwrite)
-        save_config(cfg, out / "adversarial_config.yaml")
-    logger = distributed.metrics_logger(out, append=resume, name="adversarial_metrics.jsonl")
-    if resume and distributed.is_main():
-        drop_records_after(logger.path, "epoch", start_epoch)
-
-    def evaluate(seed: int) -> dict:
-        return {f"eval/{k}": v for k, v in task.evaluate(gen_model, data, cfg, seed, evaluator).items()}
-
-    def save(epoch: int) -> None:
-        rank_rng = distributed.gather_objects(run_rng_state(data_rng, sample_rng))  # every rank's streams
-        distributed.check_in_sync(gen_model, disc_model, when=f"after epoch {epoch}")
-        if not distributed.is_main():
-            return
-        for name, model in (("generator", gen_model), ("discriminator", disc_model)):
-            if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-                raise NonFiniteLossError(
-                    f"non-finite {name} weights after epoch {epoch}, not saved; {trainer.nan_guard.note}"
-                )
-        payload = make_checkpoint(  # optimizers, rollout policy and baselines live in the trainer state
-            cfg, tok, gen_model, disc_model, {}, trainer.g_steps, "adversarial",
-            {"epoch": epoch, "trainer": trainer.state_dict(), "rank_rng": rank_rng},
-        )  # fmt: skip
-        save_numbered(payload, ckpt_path, epoch, cfg.checkpoint_keep)
-        trainer.nan_guard.note = f"the last checkpoint, {ckpt_path} (epoch {epoch}), is left as it was"
-
-    start = time.time()
-    if start_epoch == 0 and distributed.is_main():
-        metrics = {"epoch": 0, **evaluate(cfg.seed)}
-        logger.log(0, metrics)
-        print("before adversarial training: " + _fmt(metrics))
-
-    # ---- the adversarial loop
-    bar = tqdm(range(start_epoch + 1, a.epochs + 1), desc="adversarial", disable=None)
-    for epoch in bar:
-        t0 = time.time()
-        with autocast(cfg.precision, device):
-            metrics: dict = {"epoch": epoch, **distributed.mean_metrics(trainer.train_epoch(train, data_rng))}
-        metrics["time/epoch_s"] = time.time() - t0
-        if (epoch % a.eval_every == 0 or epoch == a.epochs) and distributed.is_main():
-            metrics.update(evaluate(cfg.seed))
-            tqdm.write(f"epoch {epoch}: " + _fmt(metrics))
-        logger.log(epoch, metrics)
-        bar.set_postfix(_progress(metrics))
-        if epoch % a.checkpoint_every == 0 or epoch == a.epochs:
-            save(epoch)
-    if start_epoch >= a.epochs:
-        save(a.epochs)
-    main_rank = distributed.is_main()
-    distributed.cleanup()
-    if not main_rank:
-        return ckpt_path
-
-    # ---- final evaluation and curves
-    final = {k.split("/", 1)[1]: v for k, v in evaluate(cfg.seed + 100).items()}
-    print(format_table({"adversarial": final}, [k for k in task.eval_keys if k in final]))
-    (out / "adversarial_eval.json").write_text(json.dumps(final, indent=2) + "\n")
-    plot_curves(
-        logger.path,
-        ["rollout/reward_mean", "reward/mean", "discriminator/acc_fake", "evolution/fitness", "eval/bleu4",
-         "eval/bleu2", "eval/nll_test", "eval/nll_oracle", "eval/class_acc"],
-        out / "adversarial_curves.png",
-        x="epoch",
-        title="Adversarial training",
+    state = fit(
+        trainer, train, cfg, tok, evaluate=evaluation(cfg, data, task), callbacks=callbacks, resume=resume,
+        overwrite=overwrite, data_rng=data_rng, base_config=(base, base_name), eval_keys=task.eval_keys,
     )  # fmt: skip
-    logger.close()
-    print(f"saved {ckpt_path} ({time.time() - start:.1f}s)")
-    return ckpt_path
-
-
-def _progress(metrics: dict) -> dict[str, str]:
-    """The progress bar's summary: each method's own reward and generator loss, the discriminator's accuracy."""
-    nan = float("nan")
-    out = {"loss_g": f"{metrics.get('generator/pg_loss', metrics.get('generator/loss', nan)):.3f}"}
-    reward = metrics.get("rollout/reward_mean", metrics.get("reward/mean"))  # seqgan / scratchgan
-    if reward is not None:
-        out["reward"] = f"{reward:.3f}"
-    out["d_acc"] = f"{metrics.get('discriminator/acc_fake', nan):.2f}"
-    return out
-
-
-def _fmt(metrics: dict) -> str:
-    return ", ".join(f"{k.split('/')[-1]} {v:.4f}" for k, v in metrics.items() if k.startswith("eval/"))
+    return state.checkpoint or Path(cfg.out_dir) / "adversarial.pt"

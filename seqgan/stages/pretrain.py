@@ -28,7 +28,7 @@ from seqgan.checkpoint import (
 )
 from seqgan.config import Config, inactive_settings, save_config, to_dict
 from seqgan.plotting import plot_curves
-from seqgan.runs import load_oracle, make_checkpoint, new_models, prepare_data, task_of
+from seqgan.runs import check_stage_models, load_oracle, make_checkpoint, new_models, prepare_data, task_of
 from seqgan.runtime import autocast, compile_models, resolve_device
 from seqgan.sampling import sample
 from seqgan.stages.rundir import check_run_dir, claim_run_dir
@@ -73,6 +73,7 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path
     out = Path(cfg.out_dir)
     ckpt_path = out / "pretrain.pt"
     check_run_dir(out, "pretrain", resume, overwrite)
+    check_stage_models(cfg)
     task = task_of(cfg)
     device = distributed.init(resolve_device(cfg.device))  # joins the process group under torchrun
     check_single_process(cfg)
@@ -126,7 +127,14 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path
     gen_model, disc_model = generator, discriminator
     compile_models(cfg.compile, generator, discriminator)
     generator, discriminator = distributed.wrap(generator, device), distributed.wrap(discriminator, device)
-    logger = distributed.metrics_logger(out, append=resume)
+    logger = distributed.metrics_logger(
+        out,
+        report_to=cfg.report_to,
+        stage="pretrain",
+        append=resume,
+        first_step=step + 1,
+        config=to_dict(cfg),
+    )
     if resume and distributed.is_main():
         drop_records_after(logger.path, "step", step)
 

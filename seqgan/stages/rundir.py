@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import shutil
 from pathlib import Path
 
 from seqgan.checkpoint import CheckpointError
@@ -39,8 +40,23 @@ OWNED: dict[str, tuple[str, ...]] = {
     ),
 }
 """Stage -> the names (glob patterns) of the files it writes in ``out_dir``."""
+OWNED["trl"] = (
+    "trl_config.yaml",
+    "trl_metrics.jsonl",
+    "trl_sft_metrics.jsonl",
+    "trl_eval.json",
+    "trl_curves.png",
+)
 
-STAGE_NAMES = {"pretrain": "a pretraining run", "adversarial": "an adversarial run"}
+OWNED_DIRS: dict[str, tuple[str, ...]] = {
+    "pretrain": ("tb/pretrain",),
+    "adversarial": ("tb/adversarial",),
+    "trl": ("trl", "policy", "tb/trl"),
+}
+"""Stage -> the folders it writes in ``out_dir`` (TensorBoard events, ``report_to: [tensorboard]``; a TRL run's
+checkpoints and final policy)."""
+
+STAGE_NAMES = {"pretrain": "a pretraining run", "adversarial": "an adversarial run", "trl": "a TRL run"}
 
 
 class RunDirError(CheckpointError):
@@ -56,6 +72,9 @@ def owned_files(out: Path, stage: str) -> list[Path]:
 
 
 def _checkpoint(out: Path, stage: str) -> Path:
+    if stage == "trl":  # TRL's checkpoint-N folders
+        steps = [p for p in (out / "trl").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+        return max(steps, key=lambda p: int(p.name.split("-")[-1]), default=out / "trl" / "checkpoint-N")
     return out / f"{stage}.pt"
 
 
@@ -72,10 +91,11 @@ def check_run_dir(out: Path, stage: str, resume: bool = False, overwrite: bool =
         if parent.exists() and not parent.is_dir():
             raise RunDirError(f"out_dir={out}: {parent} is a file, not a folder")
     if resume:
-        if not _checkpoint(out, stage).is_file():
+        if not _checkpoint(out, stage).exists():
             raise RunDirError(f"--resume: no checkpoint to continue from at {_checkpoint(out, stage)}")
         return
     present = [p.name for p in owned_files(out, stage) if not p.name.startswith(".")]
+    present += [name for name in OWNED_DIRS[stage] if (out / name).is_dir()]
     if present and not overwrite:
         shown = ", ".join(present[:4]) + (f" and {len(present) - 4} more" if len(present) > 4 else "")
         raise RunDirError(
@@ -106,4 +126,9 @@ def claim_run_dir(out: Path, stage: str, resume: bool = False, overwrite: bool =
         if path.name.startswith(".") or (overwrite and not resume):
             path.unlink(missing_ok=True)
             removed.append(path)
+    if overwrite and not resume:
+        for name in OWNED_DIRS[stage]:
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
+                removed.append(out / name)
     return removed
