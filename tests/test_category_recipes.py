@@ -152,3 +152,36 @@ def test_the_pipeline_reports_per_class_rows(root, tmp_path):
 def test_a_checkpoint_of_other_classes_is_refused(root, tmp_path, pretrained):
     with pytest.raises(CheckpointError, match=r"was trained on the classes \['neg', 'pos'\]"):
         _adversarial(root, tmp_path / "x", pretrained, "sentigan", "category.labels=[pos,neg]")
+
+
+def test_the_library_loop_trains_a_category_method_and_its_callbacks_see_the_per_class_metrics(
+    tmp_path, pretrained
+):
+    from seqgan.config import load_config
+    from seqgan.loop import Callback, EarlyStopping, fit
+    from seqgan.runs import evaluation, load_run, prepare_data
+    from seqgan.trainers import build_trainer
+    from seqgan.utils import seed_everything
+
+    class Seen(Callback):
+        def __init__(self):
+            self.evaluated: list[dict] = []
+
+        def on_evaluate(self, state, metrics):
+            self.evaluated.append(dict(metrics))
+
+    cfg = load_config(CONFIG, [f"out_dir={tmp_path}", "adversarial.method=sentigan", "adversarial.epochs=4",
+                               "adversarial.eval_every=1"])  # fmt: skip
+    seed_everything(cfg.seed)
+    run = load_run(pretrained)
+    data = prepare_data(cfg, run.tokenizer)
+    trainer = build_trainer(cfg, run.generator, run.discriminator, rng=torch.Generator().manual_seed(1))
+    seen = Seen()
+    stopper = EarlyStopping("class_acc", patience=1, min_delta=2.0)  # no change counts: stops at epoch 1
+    state = fit(trainer, data.splits["train"], cfg, run.tokenizer, evaluate=evaluation(cfg, data),
+                callbacks=[seen, stopper])  # fmt: skip
+    assert state.epoch == 1 and state.stop_reason.startswith("early stopping: eval/class_acc")
+    assert len(seen.evaluated) == 2  # before training and after epoch 1
+    assert {"eval/class_acc_neg", "eval/class_acc_pos", "eval/bleu4_pos"} <= set(seen.evaluated[-1])
+    assert torch.load(tmp_path / "adversarial.pt", weights_only=True)["epoch"] == 1
+    assert "class_acc" in json.loads((tmp_path / "adversarial_eval.json").read_text())
