@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Adversarial training from an MLE checkpoint with the method ``adversarial.method`` names (seqgan: policy
-gradient with Monte-Carlo rollouts; gumbel: Gumbel-softmax relaxation; scratchgan: dense rewards, from scratch),
-for sentences or, with a conditional config, (context, response) pairs.
+gradient with Monte-Carlo rollouts; gumbel: Gumbel-softmax relaxation; scratchgan: dense rewards, from scratch;
+sentigan, catgan: class-conditional generation), for sentences or, with a conditional config, (context,
+response) pairs, or, with a category config, labelled sentences.
 
     python recipes/adversarial.py --config recipes/configs/coco_seqgan.yaml [key=value ...] [--resume | --overwrite]
     torchrun --nproc_per_node 2 recipes/adversarial.py --config ...

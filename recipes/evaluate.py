@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Evaluate generated text: BLEU-2..5 against a test set, Self-BLEU-2..5, distinct-1/2, average length, FED,
 NLL_test (NLL_oracle for oracle runs), beside the same metrics for real data; for a conditional checkpoint,
-the response metrics of one reply per test context beside the human responses.
+the response metrics of one reply per test context beside the human responses; for a category checkpoint, the
+metrics per class and overall with the class accuracy of a classifier trained on the real training split
+(``--num-samples`` is then per class).
 
 Text files (whitespace-tokenized, one sentence a line):
     python recipes/evaluate.py --samples gen.txt --references data/coco/test_coco.txt \

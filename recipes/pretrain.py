@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Maximum-likelihood pretraining of the generator, then discriminator pretraining on real vs generated text
-(or, for a conditional config, on real pairs vs generated and mismatched responses).
+(or, for a conditional config, on real pairs vs generated and mismatched responses; for a category config, the
+(k+1)-class discriminator on real sentences of each class vs generated ones).
 
     python recipes/pretrain.py --config recipes/configs/coco_lstm.yaml [key=value ...] [--resume | --overwrite]
     torchrun --nproc_per_node 2 recipes/pretrain.py --config ...        # DDP, one process per device

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """The whole pipeline: MLE pretraining -> adversarial training -> evaluation of both against real data (for a
-conditional config: against the human responses).
+conditional config: against the human responses; for a category config: overall and per class, with the class
+accuracy).
 
     python recipes/run.py --config recipes/configs/coco_seqgan.yaml [key=value ...]
         [--eval-samples 2000] [--sweep 0.8 1.0 1.2] [--fed] [--resume | --overwrite] [--seeds 0 1 2]

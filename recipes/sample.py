@@ -3,9 +3,12 @@
 
     python recipes/sample.py --checkpoint runs/coco_lstm/pretrain.pt --num-samples 10 [--temperature 0.8]
         [--top-k 0] [--top-p 1.0] [--seed 0] [--max-len N] [--output FILE]
+    python recipes/sample.py --checkpoint runs/mr15_catgan/adversarial.pt --label pos --num-samples 10
 
-Defaults come from the checkpoint's ``sample`` section; the same seed gives the same samples. A conditional
-(chatbot) checkpoint answers contexts instead: use ``recipes/chat.py``.
+Defaults come from the checkpoint's ``sample`` section; the same seed gives the same samples. A category
+checkpoint samples the class ``--label`` names, or, without it, ``--num-samples`` of every class as
+``label<TAB>sentence`` lines. A conditional (chatbot) checkpoint answers contexts instead: use
+``recipes/chat.py``.
 """
 
 from seqgan.runtime import prefer_passive_waits
@@ -18,8 +21,8 @@ from pathlib import Path
 import torch
 
 from seqgan.checkpoint import CheckpointError
-from seqgan.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, PROBABILITY, Range, arg_type
-from seqgan.runs import load_run
+from seqgan.config import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, PROBABILITY, ConfigError, Range, arg_type
+from seqgan.runs import load_run, sample_by_class
 from seqgan.runtime import resolve_device
 from seqgan.sampling import sample
 from seqgan.stages import run_cli
@@ -38,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=arg_type(Range(1), int), default=1024)
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", help="write the samples to this file instead of stdout")
+    p.add_argument("--label", help="category checkpoints: the class to sample (default: every class)")
     return p.parse_args(argv)
 
 
@@ -50,20 +54,30 @@ def main(argv=None) -> list[str]:
             f"{args.checkpoint} holds a conditional (context -> response) model: reply to contexts with "
             f"recipes/chat.py --checkpoint {args.checkpoint}"
         )
+    if args.label is not None and not run.category:
+        raise CheckpointError(f"--label samples a class, but {args.checkpoint} is not class-conditional")
     sc = run.cfg.sample
     seed_everything(args.seed)
     rng = torch.Generator(device=device).manual_seed(args.seed)
-    out = sample(
-        run.generator,
-        args.num_samples,
-        args.max_len or run.cfg.data.max_len,
+    options = dict(
         temperature=sc.temperature if args.temperature is None else args.temperature,
         top_k=sc.top_k if args.top_k is None else args.top_k,
         top_p=sc.top_p if args.top_p is None else args.top_p,
         rng=rng,
-        batch_size=args.batch_size,
     )
-    texts = [run.tokenizer.decode(row) for row in out.tokens.tolist()]
+    max_len = args.max_len or run.cfg.data.max_len
+    if run.category:
+        classes = run.generator.classes
+        if args.label is not None and args.label not in classes:
+            raise ConfigError(f"--label {args.label!r} is not a class of this model: {', '.join(classes)}")
+        labels = [args.label] if args.label is not None else classes
+        texts = []
+        for label in labels:
+            got = sample_by_class(run.generator, run.tokenizer, label, args.num_samples, max_len, **options)
+            texts += got if args.label is not None else [f"{label}\t{t}" for t in got]
+    else:
+        out = sample(run.generator, args.num_samples, max_len, batch_size=args.batch_size, **options)
+        texts = [run.tokenizer.decode(row) for row in out.tokens.tolist()]
     if args.output:
         Path(args.output).write_text("".join(t + "\n" for t in texts), encoding="utf-8")
     else:

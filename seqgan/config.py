@@ -8,8 +8,8 @@ docstring (``--help-config``).
 Sections: the run (``seed``, ``out_dir``, ...), ``data``, ``tokenizer``, ``generator``, ``discriminator``,
 ``pretrain`` (MLE and discriminator pretraining), ``adversarial`` (the loop every adversarial method shares:
 method, epochs, evaluation and checkpoint schedule), one section per method that *is* that method's trainer
-config (``seqgan``, ``gumbel``, ``scratchgan``), the ``conditional`` task ((context, response) pairs) and
-``sample`` (defaults of the sampling tools). :data:`METHODS` says which section and which discriminator each
+config (``seqgan``, ``gumbel``, ``scratchgan``, ``sentigan``, ``catgan``), the ``conditional`` task ((context,
+response) pairs), the ``category`` task (labelled sentences) and ``sample`` (defaults of the sampling tools). :data:`METHODS` says which section and which discriminator each
 method uses; :func:`inactive_settings` names the keys set for a method or task that is not selected.
 
 The value rules (:class:`Range`) are shared with the command-line tools (:func:`arg_type`), so a recipe's
@@ -190,9 +190,13 @@ class TokenizerConfig(Section):
 class GeneratorConfig(Section):
     section: ClassVar[str] = "generator"
 
-    kind: Literal["lstm", "transformer", "seq2seq", "seq2seq_transformer"] = "lstm"
+    kind: Literal["lstm", "transformer", "seq2seq", "seq2seq_transformer", "class_lstm", "lstm_per_class"] = (
+        "lstm"
+    )
     """Generator architecture; seq2seq / seq2seq_transformer are the conditional (context -> response)
-    encoder-decoders (LSTM with attention / torch transformer layers) of the ``conditional`` task."""
+    encoder-decoders (LSTM with attention / torch transformer layers) of the ``conditional`` task; class_lstm (one
+    LSTM conditioned on a class embedding) and lstm_per_class (one LSTM per class, SentiGAN's k generators) are
+    the class-conditional generators of the ``category`` task."""
     embed_dim: int = ranged(32, AT_LEAST_ONE)
     """LSTM / seq2seq: token embedding size."""
     hidden_dim: int = ranged(32, AT_LEAST_ONE)
@@ -204,6 +208,9 @@ class GeneratorConfig(Section):
     updates use it; sampling, rollouts and the policy-gradient log-probabilities run without it."""
     attention: bool = True
     """seq2seq (LSTM): Luong dot-product attention over the encoder states (False: the final state only)."""
+    class_every_step: bool = False
+    """class_lstm: also feed the class embedding beside the token embedding at every step (CatGAN's generator);
+    False: the class embedding is only the first input, read in place of BOS."""
     n_layer: int = ranged(2, AT_LEAST_ONE)
     """Transformer: number of blocks."""
     n_head: int = ranged(4, AT_LEAST_ONE)
@@ -312,12 +319,13 @@ class AdversarialConfig(Section):
 
     section: ClassVar[str] = "adversarial"
 
-    method: Literal["seqgan", "gumbel", "scratchgan", "coldgan"] = "seqgan"
+    method: Literal["seqgan", "gumbel", "scratchgan", "coldgan", "sentigan", "catgan"] = "seqgan"
     """Adversarial training method (its settings are the section of the same name): seqgan (policy gradient
     with Monte-Carlo rollout rewards); gumbel (RelGAN-style Gumbel-softmax relaxation, generator trained through
     the discriminator by backpropagation); scratchgan (ScratchGAN: per-prefix rewards from a recurrent
     discriminator, trained from scratch); coldgan (ColdGANs: seqgan's policy gradient on samples of a colder
-    proposal, importance-weighted)."""
+    proposal, importance-weighted); sentigan and catgan (the category task: SentiGAN's penalty-based policy
+    gradient against a (k+1)-class discriminator; CatGAN's category-wise Gumbel-softmax training)."""
     pretrain_checkpoint: str | None = None
     """The MLE checkpoint to start from (default: <out_dir>/pretrain.pt)."""
     epochs: int = ranged(50, NON_NEGATIVE)
@@ -557,6 +565,112 @@ class ScratchGANConfig(Section):
             )
 
 
+@dataclass
+class SentiGANConfig(Section):
+    """``adversarial.method: sentigan`` (Wang & Wan, IJCAI 2018): one generator per class against a (k+1)-class
+    discriminator (k real classes and fake), each generator trained by the penalty-based objective with
+    Monte-Carlo rollouts. The settings of :class:`~seqgan.trainers.sentigan.SentiGANTrainer`."""
+
+    section: ClassVar[str] = "sentigan"
+
+    g_steps: int = ranged(1, AT_LEAST_ONE)
+    """Generator updates per epoch; each samples batch_size sentences of every class."""
+    d_steps: int = ranged(4, NON_NEGATIVE)
+    """Discriminator rounds per epoch: d_num_negatives fresh sentences (split over the classes) against as many
+    real ones (TextGAN-PyTorch's SentiGAN: 4)."""
+    d_epochs: int = ranged(2, AT_LEAST_ONE)
+    """Discriminator epochs per round (TextGAN-PyTorch: 2)."""
+    d_num_negatives: int = ranged(10000, AT_LEAST_ONE)
+    """Generated sentences per discriminator round, split evenly over the classes (TextGAN-PyTorch: 10,000)."""
+    d_batch_size: int = ranged(64, AT_LEAST_ONE)
+    """Discriminator batch size (real and generated rows each)."""
+    batch_size: int = ranged(64, AT_LEAST_ONE)
+    """Sentences sampled per class per generator update (SentiGAN: 64)."""
+    num_rollouts: int = ranged(16, AT_LEAST_ONE)
+    """Monte-Carlo completions per prefix (SentiGAN: 16)."""
+    rollout_update_rate: float = ranged(0.0, UNIT_RIGHT_OPEN)
+    """Lag of the rollout policy (see seqgan.rollout_update_rate); SentiGAN's code rolls out with the generator
+    itself: 0."""
+    penalty: Literal["probability", "log_probability"] = "probability"
+    """The generator loss sum_t w_t * V_t over real tokens, V_t = 1 - D_i(rollouts of y_1..t) the penalty of
+    generator i: probability (SentiGAN: w_t = G_i(y_t | y_<t), whose gradient is the policy gradient weighted by
+    the token's probability) or log_probability (w_t = log G_i(y_t | y_<t), plain REINFORCE on the penalty)."""
+    baseline: Literal["none", "mean"] = "none"
+    """Subtracted from the penalties: none (SentiGAN) or mean (the batch's mean penalty at each step, per class).
+    Every penalty is positive, so without a baseline every sampled token is pushed down and the generator's
+    entropy rises; a baseline pushes the better-than-average samples up."""
+    mle_every: int = ranged(0, NON_NEGATIVE)
+    """One MLE update on batch_size real sentences of every class after every this many generator updates
+    (SentiGAN's released code interleaves MLE epochs with the adversarial batches; 0 disables)."""
+    temperature: float = ranged(1.0, POSITIVE)
+    """Sampling temperature of the generated batches and rollouts (probabilities are taken under it)."""
+    g_lr: float = ranged(1e-3, POSITIVE)
+    """Adam learning rate of the generators (SentiGAN's code: RMSProp 1e-2; 1e-3 is gentler on an MLE model)."""
+    d_lr: float = ranged(1e-4, POSITIVE)
+    """Adam learning rate of the discriminator (TextGAN-PyTorch: 1e-4)."""
+    grad_clip: float = ranged(5.0, NON_NEGATIVE)
+    """Gradient-norm clipping of the generators' update, over all of them together (SentiGAN: 5 per
+    generator; 0 disables)."""
+
+
+@dataclass
+class CatGANConfig(Section):
+    """``adversarial.method: catgan`` (Liu et al., AAAI 2020, arXiv 1911.06641): one class-conditional generator
+    trained through Gumbel-softmax relaxed samples with a category-wise GAN loss, optionally by evolution (a
+    population of generators, each mutated with different losses, the fittest kept by quality and diversity).
+    The settings of :class:`~seqgan.trainers.catgan.CatGANTrainer`."""
+
+    section: ClassVar[str] = "catgan"
+
+    loss: Literal["standard", "rsgan", "lsgan", "hinge", "wasserstein"] = "rsgan"
+    """GAN loss of the discriminator and (without evolution) of the generator, applied per class to the class
+    score s_c = z_c - z_fake of class-c real and class-c generated sentences (CatGAN: relativistic standard)."""
+    batch_size: int = ranged(64, AT_LEAST_ONE)
+    """Generated (and real) sentences per class in every generator and discriminator step (CatGAN: 64)."""
+    steps_per_epoch: int = ranged(20, AT_LEAST_ONE)
+    """Iterations per adversarial epoch; each is g_steps generator steps (or one evolution step) then d_steps
+    discriminator steps."""
+    g_steps: int = ranged(1, AT_LEAST_ONE)
+    """Generator updates per iteration (with evolution: the updates each child takes before it is judged)."""
+    d_steps: int = ranged(3, NON_NEGATIVE)
+    """Discriminator updates per iteration (TextGAN-PyTorch's CatGAN: 3)."""
+    temperature_schedule: Literal["constant", "linear", "exp", "sigmoid"] = "exp"
+    """Annealing of the Gumbel-softmax inverse temperature from 1 to max_inverse_temperature (CatGAN: exp)."""
+    max_inverse_temperature: float = ranged(100.0, Range(1))
+    """Inverse temperature at the end of annealing (CatGAN on MR15: 100)."""
+    anneal_steps: int = ranged(0, NON_NEGATIVE)
+    """Generator steps over which the inverse temperature anneals; 0: the whole run."""
+    evolution: bool = False
+    """The hierarchical evolutionary update: every iteration, each parent of the population is copied once per
+    loss of ``mutations``, each copy takes g_steps updates with its loss, and the ``population`` fittest copies
+    (fitness = quality + lambda_diversity * diversity) become the next parents."""
+    population: int = ranged(1, AT_LEAST_ONE)
+    """Parents kept by the evolution (TextGAN-PyTorch's CatGAN: 1)."""
+    mutations: list[str] = field(default_factory=lambda: ["rsgan", "standard"])
+    """Generator losses of the evolution's mutations, each one of standard, rsgan, lsgan, hinge, wasserstein
+    (TextGAN-PyTorch: RaGAN and RSGAN)."""
+    fitness_samples: int = ranged(64, AT_LEAST_ONE)
+    """Sentences per class that judge a child (TextGAN-PyTorch: 512; scaled for a CPU)."""
+    lambda_diversity: float = ranged(0.1, NON_NEGATIVE)
+    """Weight of the diversity term (the child's per-token NLL of its own samples, an entropy estimate) against
+    the quality term (the discriminator's relativistic probability that a sample beats the mean real one)."""
+    g_lr: float = ranged(1e-4, POSITIVE)
+    """Adam learning rate of the generator (CatGAN / RelGAN: 1e-4)."""
+    d_lr: float = ranged(1e-4, POSITIVE)
+    """Adam learning rate of the discriminator (CatGAN / RelGAN: 1e-4)."""
+    grad_clip: float = ranged(5.0, NON_NEGATIVE)
+    """Generator gradient-norm clipping (0 disables)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        known = ("standard", "rsgan", "lsgan", "hinge", "wasserstein")
+        bad = [m for m in self.mutations if m not in known]
+        if not self.mutations or bad:
+            raise ConfigError(
+                f"catgan.mutations must be a non-empty list of {list(known)}, got {self.mutations}"
+            )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Tasks and sampling
 
@@ -597,6 +711,40 @@ class ConditionalConfig(Section):
     """Adversarial success: training contexts (each with its human and a generated response) for the evaluator."""
     evaluator_lr: float = ranged(1e-3, POSITIVE)
     """Adversarial success: Adam learning rate of the evaluator discriminator."""
+
+
+@dataclass
+class CategoryConfig(Section):
+    """The category task: class-conditional generation from ``label<TAB>sentence`` files (SentiGAN, CatGAN, a
+    conditional MLE baseline), evaluated per class. Set ``train`` to select it."""
+
+    section: ClassVar[str] = "category"
+
+    train: str | None = None
+    """Labelled sentences, ``label<TAB>sentence`` per line (any number of classes). Setting it selects the
+    category task; ``data.max_len`` bounds the sentences."""
+    test: str | None = None
+    """Held-out labelled sentences in the same format (per-class BLEU, NLL_test, classifier accuracy)."""
+    labels: list[str] = field(default_factory=list)
+    """The classes in id order; empty: the training file's labels, sorted. A label outside them is an error."""
+    max_per_class: int = ranged(0, NON_NEGATIVE)
+    """Use only the first this many sentences of each class of each file (0: all)."""
+    balanced_batches: bool = True
+    """MLE batches hold the same number of sentences of every class (a small class is repeated)."""
+    eval_num_samples: int = ranged(500, AT_LEAST_ONE)
+    """Samples per class in the adversarial stage's scheduled evaluations."""
+    classifier_epochs: int = ranged(5, AT_LEAST_ONE)
+    """Epochs of the CNN text classifier (trained on the training split only) behind the class accuracy."""
+    classifier_lr: float = ranged(1e-3, POSITIVE)
+    """Adam learning rate of the classifier."""
+    classifier_embed_dim: int = ranged(64, AT_LEAST_ONE)
+    """Classifier token embedding size."""
+    classifier_filter_sizes: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
+    """Classifier convolution widths."""
+    classifier_num_filters: int = ranged(100, AT_LEAST_ONE)
+    """Classifier filters per width."""
+    classifier_dropout: float = ranged(0.5, UNIT_RIGHT_OPEN)
+    """Classifier dropout before its output layer (Kim 2014: 0.5)."""
 
 
 @dataclass
@@ -680,7 +828,8 @@ class Method:
     mle_pretrain: bool
     """Whether the pipeline pretrains by maximum likelihood first."""
     tasks: tuple[str, ...] = ("sentences",)
-    """Tasks it trains ("sentences": unconditional; "pairs": the conditional task)."""
+    """Tasks it trains ("sentences": unconditional; "pairs": the conditional task; "category": the
+    class-conditional task)."""
 
 
 METHODS: dict[str, Method] = {
@@ -688,6 +837,8 @@ METHODS: dict[str, Method] = {
     "gumbel": Method("gumbel", "cnn", ("cnn", "rnn"), True),
     "scratchgan": Method("scratchgan", "rnn", ("rnn",), False),
     "coldgan": Method("coldgan", "cnn", ("cnn", "rnn"), True),
+    "sentigan": Method("sentigan", "cnn", ("cnn",), True, ("category",)),
+    "catgan": Method("catgan", "cnn", ("cnn",), True, ("category",)),
 }
 """``adversarial.method`` -> its section, discriminator and tasks. A new method adds: its section (a
 :class:`Section` dataclass and a :class:`Config` field of that name), its name to ``AdversarialConfig.method``, a
@@ -733,7 +884,10 @@ class Config:
     coldgan: ColdGANConfig = field(default_factory=ColdGANConfig)
     gumbel: GumbelConfig = field(default_factory=GumbelConfig)
     scratchgan: ScratchGANConfig = field(default_factory=ScratchGANConfig)
+    sentigan: SentiGANConfig = field(default_factory=SentiGANConfig)
+    catgan: CatGANConfig = field(default_factory=CatGANConfig)
     conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
+    category: CategoryConfig = field(default_factory=CategoryConfig)
     trl: TRLConfig = field(default_factory=TRLConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -742,8 +896,11 @@ class Config:
 
     @property
     def task(self) -> str:
-        """``"pairs"`` when ``conditional.train`` is set (the conditional task), else ``"sentences"``."""
-        return "pairs" if self.conditional.train else "sentences"
+        """``"pairs"`` when ``conditional.train`` is set (the conditional task), ``"category"`` when
+        ``category.train`` is set (class-conditional generation), else ``"sentences"``."""
+        if self.conditional.train:
+            return "pairs"
+        return "category" if self.category.train else "sentences"
 
     @property
     def method(self) -> Method:
@@ -763,6 +920,8 @@ class Config:
 
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+CLASS_GENERATORS = ("class_lstm", "lstm_per_class")
+"""The class-conditional generator kinds (the category task)."""
 
 
 def validate(cfg: Config) -> None:
@@ -804,6 +963,36 @@ def validate(cfg: Config) -> None:
                 "discriminator (discriminator.kind=cnn)"
             )
     conditional_generator = cfg.generator.kind.startswith("seq2seq")
+    class_generator = cfg.generator.kind in CLASS_GENERATORS
+    if cfg.conditional.train and cfg.category.train:
+        raise ConfigError(
+            "conditional.train and category.train are both set: a run trains one task (pairs or labelled sentences)"
+        )
+    if cfg.task == "category":
+        if cfg.task not in method.tasks:
+            raise ConfigError(
+                f"the category task (category.train) trains with adversarial.method="
+                f"{' or '.join(m for m, e in METHODS.items() if 'category' in e.tasks)}, not "
+                f"{cfg.adversarial.method}"
+            )
+        if not class_generator:
+            raise ConfigError(
+                f"the category task (category.train) needs generator.kind={' or '.join(CLASS_GENERATORS)}, "
+                f"got {cfg.generator.kind!r}"
+            )
+        if len(set(cfg.category.labels)) != len(cfg.category.labels) or "" in cfg.category.labels:
+            raise ConfigError(f"category.labels must be distinct non-empty names, got {cfg.category.labels}")
+        if not cfg.category.classifier_filter_sizes or min(cfg.category.classifier_filter_sizes) < 1:
+            raise ConfigError(
+                "category.classifier_filter_sizes must be a non-empty list of positive integers"
+            )
+        return
+    if class_generator:
+        raise ConfigError(f"generator.kind={cfg.generator.kind} needs labelled sentences: set category.train")
+    if "sentences" not in method.tasks and cfg.task == "sentences":
+        raise ConfigError(
+            f"adversarial.method={cfg.adversarial.method} trains the category task: set category.train"
+        )
     if cfg.task == "pairs":
         if cfg.task not in method.tasks:
             raise ConfigError(
@@ -847,6 +1036,8 @@ def inactive_settings(cfg: Config, stage: str = "adversarial") -> list[str]:
         )
     if cfg.task != "pairs":
         sections.append("conditional")
+    if cfg.task != "category":
+        sections.append("category")
     for name in dict.fromkeys(sections):
         section, default = getattr(cfg, name), getattr(defaults, name)
         for f in dataclasses.fields(section):

@@ -60,10 +60,12 @@ CURVES = (
     "rollout/reward_mean",
     "reward/mean",
     "discriminator/acc_fake",
+    "evolution/fitness",
     "eval/bleu4",
     "eval/bleu2",
     "eval/nll_test",
     "eval/nll_oracle",
+    "eval/class_acc",
 )
 """The metrics ``adversarial_curves.png`` plots (those a run has)."""
 
@@ -191,7 +193,7 @@ def fit(
     Args:
         trainer: any method's trainer (:func:`seqgan.trainers.build_trainer`); its models may be DDP-wrapped.
         train: the real training rows its ``train_epoch`` draws from (``(N, T)`` ids; the conditional task's
-            pairs).
+            pairs; the category task's labelled sentences).
         cfg: the run's config (schedule, ``out_dir``, precision, reporting; recorded in the checkpoints).
         tokenizer: recorded in the checkpoints, so that :func:`seqgan.runs.load_run` and the recipes can use
             them.

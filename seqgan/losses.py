@@ -7,7 +7,10 @@ optional baseline and entropy bonus; ScratchGAN's dense per-step rewards (de Mas
 1905.09922): rewards from a per-prefix discriminator, discounted returns, the per-step EMA baseline and the masked
 per-prefix discriminator loss (the REINFORCE step itself is :func:`policy_gradient_loss` on the returns); the GAN
 loss family of RelGAN (Nie et al. 2019): standard, relativistic (RSGAN), least squares, hinge, Wasserstein with
-weight clipping, and the WGAN-GP gradient penalty (:func:`gan_d_loss`, :func:`gan_g_loss`).
+weight clipping, and the WGAN-GP gradient penalty (:func:`gan_d_loss`, :func:`gan_g_loss`); the category task's
+multi-class pieces: the (k+1)-class discriminator targets and cross-entropy of SentiGAN (Wang & Wan 2018), its
+penalty-based generator loss, the one-vs-rest logit whose sigmoid is a class probability, and CatGAN's class
+scores (Liu et al. 2020, arXiv 1911.06641).
 """
 
 from __future__ import annotations
@@ -483,3 +486,67 @@ def gan_g_loss(kind: str, logits_real: torch.Tensor | None, logits_fake: torch.T
     if kind in ("hinge", "wasserstein", "wgan-gp"):
         return wasserstein_g_loss(logits_fake)
     raise ValueError(f"unknown GAN loss {kind!r}; choose from {list(GAN_LOSSES)}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The category task: a (k + 1)-class discriminator (classes 0 .. k-1 real, class k fake)
+
+
+def one_vs_rest_logit(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``(N, K)`` logits, ``(N,)`` class ids -> ``(N,)`` ``z_c - logsumexp_{j != c} z_j``.
+
+    Its sigmoid is ``softmax(z)_c`` exactly, so a multi-class probability can stand where a binary
+    discriminator's logit is expected (the rollout averages ``sigmoid`` of what it is given).
+    """
+    target = target.reshape(-1, 1)
+    own = logits.gather(1, target).squeeze(1)
+    rest = logits.scatter(1, target, float("-inf"))
+    return own - torch.logsumexp(rest, dim=1)
+
+
+def class_scores(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CatGAN's per-class critic on a (k+1)-class discriminator: ``(N, k + 1)`` logits and ``(N,)`` classes ->
+    ``(N,)`` ``s_c = z_c - z_fake``, the log-odds of "a real sentence of class c" against "generated" (the last
+    output)."""
+    return logits.gather(1, target.reshape(-1, 1)).squeeze(1) - logits[:, -1]
+
+
+def multiclass_targets(real_labels: torch.Tensor, num_fake: int, num_classes: int) -> torch.Tensor:
+    """SentiGAN's discriminator targets: the real rows' classes ``0 .. k-1`` followed by ``num_fake`` rows of
+    the fake class ``k`` (``(N_real + num_fake,)``)."""
+    fake = torch.full((num_fake,), num_classes, dtype=torch.long, device=real_labels.device)
+    return torch.cat([real_labels.reshape(-1).long(), fake])
+
+
+def multiclass_d_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``(N, k + 1)`` discriminator logits against :func:`multiclass_targets`."""
+    return F.cross_entropy(logits.float(), targets)
+
+
+def sentigan_penalty_loss(
+    log_probs: torch.Tensor, penalties: torch.Tensor, mask: torch.Tensor, form: str = "probability"
+) -> torch.Tensor:
+    """SentiGAN's penalty-based generator loss (Wang & Wan 2018), to be minimised.
+
+    ``sum_t mask_t * w_t * V_t / sum_t mask_t`` with the penalty ``V_t = 1 - D_i(Y_1..t)`` (the rollout mean of
+    the discriminator's probability that completions of the prefix are real sentences of the generator's class
+    i) and ``w_t = G_i(y_t | y_<t)`` (``form="probability"``, SentiGAN's objective: the gradient is
+    ``G_i(y_t) * grad log G_i(y_t) * V_t``, so a token the generator already finds unlikely is penalised less,
+    which the paper credits for the diversity) or ``w_t = log G_i(y_t | y_<t)`` (``"log_probability"``: REINFORCE
+    on the penalty). The penalties are constants (detached).
+
+    Args:
+        log_probs: ``(B, T)`` log-probabilities of the sampled tokens, with gradient.
+        penalties: ``(B, T)`` penalties ``V_t`` in ``[0, 1]``.
+        mask: ``(B, T)`` True for real tokens (through the first EOS).
+        form: ``"probability"`` or ``"log_probability"``.
+    Returns:
+        Scalar loss (0 for an empty mask).
+    """
+    if form not in ("probability", "log_probability"):
+        raise ValueError(f"form must be 'probability' or 'log_probability', got {form!r}")
+    mask = mask.bool()
+    lp = log_probs.masked_fill(~mask, 0.0)
+    weight = lp.exp() if form == "probability" else lp
+    terms = (weight * penalties.detach().to(lp.dtype)).masked_fill(~mask, 0.0)
+    return terms.sum() / mask.sum().clamp(min=1).to(lp.dtype)

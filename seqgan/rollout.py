@@ -256,8 +256,12 @@ class MonteCarloRollout:
         A discriminator with a true ``scores_by_sample`` attribute (a conditional discriminator bound to the
         batch's contexts) is called as ``d(seqs, b)``, ``b`` being the sample index of every row, so each
         completion is scored against its own sample's context; the whole-sequence call in :meth:`__call__`
-        passes rows in sample order and needs no index.
+        passes rows in sample order and needs no index. A discriminator with a ``rollout_scorer(tokens, lengths,
+        fast)`` method (a multi-class discriminator bound to the samples' classes) supplies its own scorer.
         """
+        make = getattr(discriminator, "rollout_scorer", None)
+        if make is not None:  # a wrapper that knows how its scores are best computed (class-bound)
+            return make(tokens, lengths, self.fast)
         if self.fast:
             cnn = CNNScorer.create(discriminator, tokens, lengths)
             if cnn is not None:

@@ -8,6 +8,9 @@ Two tasks share every stage (pretraining, adversarial training, evaluation) and 
 * ``pairs`` (:class:`PairTask`, selected by ``conditional.train``): (context, response) pairs; examples are
   :class:`Pairs` of ``(N, Tc)`` contexts and ``(N, T)`` responses; the generator is an encoder-decoder and the
   discriminator judges the pair (Li et al. 2017, arXiv 1701.06547).
+* ``category`` (:class:`CategoryTask`, selected by ``category.train``): labelled sentences; examples are
+  :class:`~seqgan.data.labelled.Labelled` ``(N,)`` class ids and ``(N, T)`` ids; the generator is
+  class-conditional and the discriminator has ``k + 1`` outputs (the classes, then fake); SentiGAN and CatGAN.
 
 :func:`task_of` picks the task of a config; :func:`prepare_data` loads and encodes its splits (the tokenizer is
 trained on what the run keeps of the training split); :func:`new_models` builds fresh models;
@@ -25,7 +28,15 @@ from torch import nn
 
 from seqgan.checkpoint import CheckpointError, load_checkpoint, rng_state
 from seqgan.config import Config, ConfigError, config_from_saved, to_dict
-from seqgan.data.datasets import DataError, EncodeReport, encode_sentences, fit_length, load_text_splits
+from seqgan.data.datasets import (
+    DataError,
+    EncodeReport,
+    batches,
+    encode_sentences,
+    fit_length,
+    load_text_splits,
+)
+from seqgan.data.labelled import Labelled, LabelledLines, balanced_batches, encode_labelled, load_labelled
 from seqgan.data.pairs import EncodedPairs, encode_pairs, load_pairs
 from seqgan.data.tokenizers import IdTokenizer, Tokenizer, build_tokenizer, tokenizer_from_state
 from seqgan.losses import sequence_nll
@@ -35,14 +46,17 @@ from seqgan.models import (
     build_generator,
     discriminator_class,
     generator_class,
-    is_conditional,
+    generator_task,
 )
 from seqgan.sampling import sample
 from seqgan.trainers.base import NonFiniteGuard
+from seqgan.trainers.category import multiclass_discriminator_round, sample_class
 from seqgan.trainers.conditional import pair_discriminator_round, sample_responses
 from seqgan.trainers.steps import discriminator_accuracy, discriminator_epochs, mle_step
 
 __all__ = [
+    "CategoryTask",
+    "Labelled",
     "PairTask",
     "Pairs",
     "Run",
@@ -55,6 +69,7 @@ __all__ = [
     "new_models",
     "prepare_data",
     "reply",
+    "sample_by_class",
     "task_of",
 ]
 
@@ -87,13 +102,16 @@ class RunData:
             :class:`Pairs`.
         reports: one summary line per split (kept, truncated, dropped, unknown tokens).
         raw: sentences: the raw lines per split (BLEU references, the real-data row); pairs: the kept raw
-            ``(contexts, responses)`` of each split as :class:`~seqgan.data.pairs.Pairs`.
+            ``(contexts, responses)`` of each split as :class:`~seqgan.data.pairs.Pairs`; labelled sentences:
+            the kept raw lines of each split as :class:`~seqgan.data.labelled.LabelledLines`.
+        classes: the category task's class names in id order (None for the other tasks).
     """
 
     tokenizer: Tokenizer
-    splits: dict[str, torch.Tensor | Pairs]
+    splits: dict[str, torch.Tensor | Pairs | Labelled]
     reports: dict[str, str]
     raw: dict = field(default_factory=dict)
+    classes: list[str] | None = None
 
 
 def load_oracle(data_cfg):
@@ -122,6 +140,18 @@ class Task:
     def heldout_nll(self, generator, examples, batch_size: int = 256) -> float:
         """Mean per-token NLL of held-out examples (eval mode, no gradient)."""
         raise NotImplementedError
+
+    def batches(self, examples, batch_size: int, rng: torch.Generator, cfg: Config):
+        """One epoch of MLE index batches over the training examples (a seeded shuffle)."""
+        return batches(len(examples), batch_size, True, rng)
+
+    def evaluator(self, data: RunData, cfg: Config):
+        """What the scheduled evaluations reuse (built once per stage), or None."""
+        return None
+
+    def check_models(self, generator, data: RunData, source: str) -> None:
+        """Refuses a pretrained generator that does not fit the data (the category task: its classes)."""
+        return None
 
     def show(self, generator, data: RunData, cfg: Config, num: int, rng: torch.Generator) -> list[str]:
         """A few lines of samples to print during pretraining."""
@@ -341,7 +371,154 @@ class PairTask(Task):
         return row
 
 
-TASKS: dict[str, Task] = {"sentences": SentenceTask(), "pairs": PairTask()}
+class CategoryTask(Task):
+    """Labelled sentences: class-conditional generation (SentiGAN, CatGAN, the conditional MLE baseline)."""
+
+    name = "category"
+    eval_keys = [
+        *(f"bleu{n}" for n in (2, 3, 4, 5)),
+        *(f"self_bleu{n}" for n in (2, 3, 4, 5)),
+        "nll_test",
+        "class_acc",
+    ]
+
+    def prepare(self, cfg: Config, tokenizer: Tokenizer | None = None) -> RunData:
+        """Loads ``category.train`` / ``category.test`` (the classes: ``category.labels``, or the training
+        file's labels sorted), trains the tokenizer on what is kept of the training sentences (unless one is
+        given) and encodes both splits; each split's report gives its count per class."""
+        c, d = cfg.category, cfg.data
+        if not c.train:
+            raise DataError("category.train is not set: no labelled sentences to load")
+        train = load_labelled(c.train, c.labels or None).per_class(c.max_per_class)
+        classes = list(c.labels) or train.classes()
+        raw = {"train": train}
+        if c.test:
+            raw["test"] = load_labelled(c.test, classes).per_class(c.max_per_class)
+        if tokenizer is None:
+
+            def kept(splitter: Tokenizer) -> list[list[str]]:
+                cut = (fit_length(splitter.tokens(line), d.max_len, d.overlong) for line in train.sentences)
+                return [t for t in cut if t]
+
+            tokenizer = build_tokenizer(cfg.tokenizer, train.sentences, d.lowercase, kept)
+        splits, reports, kept_raw = {}, {}, {}
+        for name, lines in raw.items():
+            enc = encode_labelled(lines, tokenizer, classes, d.max_len, d.overlong)
+            splits[name] = Labelled(enc.labels, enc.tokens)
+            reports[name] = enc.summary(name)
+            kept_raw[name] = enc.kept_raw
+        return RunData(tokenizer, splits, reports, kept_raw, classes)
+
+    def mle_step(self, generator, optimizer, batch: Labelled, grad_clip, guard) -> float:
+        return mle_step(
+            BoundGenerator(generator, batch.labels[:, None]), optimizer, batch.tokens, grad_clip, guard
+        )
+
+    def heldout_nll(self, generator, examples: Labelled, batch_size: int = 256) -> float:
+        return pair_nll(generator, examples.labels[:, None], examples.tokens, batch_size)
+
+    def batches(self, examples: Labelled, batch_size: int, rng: torch.Generator, cfg: Config):
+        if cfg.category.balanced_batches:
+            return balanced_batches(examples.labels, batch_size, rng)
+        return batches(len(examples), batch_size, True, rng)
+
+    def show(self, generator, data, cfg, num, rng) -> list[str]:
+        sc, out = cfg.sample, []
+        for i, name in enumerate(data.classes):
+            got = sample_class(generator, i, max(1, num // len(data.classes)), cfg.data.max_len, sc.temperature,
+                               sc.top_k, sc.top_p, rng)  # fmt: skip
+            out += [f"{name}: {data.tokenizer.decode(r)}" for r in got.tokens.tolist()]
+        return out
+
+    def discriminator_round(
+        self, discriminator, optimizer, generator, train: Labelled, num, epochs, batch_size, cfg, data_rng,
+        sample_rng, guard,
+    ) -> dict[str, float]:  # fmt: skip
+        return multiclass_discriminator_round(
+            discriminator, optimizer, generator, train.tokens, train.labels, num, epochs, batch_size,
+            cfg.data.max_len, data_rng, sample_rng, guard=guard,
+        )  # fmt: skip
+
+    def discriminator_heldout(self, discriminator, generator, data, cfg, rng) -> dict:
+        """Eval-mode accuracy of the (k+1)-class discriminator: real test sentences put in their class,
+        fresh samples of every class put in the fake class."""
+        from seqgan.metrics.classes import accuracy
+
+        if "test" not in data.splits:
+            return {}
+        test = data.splits["test"]
+        per_class = max(1, min(cfg.pretrain.d_num_negatives, len(test)) // len(data.classes))
+        fake = torch.cat([sample_class(generator, i, per_class, cfg.data.max_len, rng=rng).tokens
+                          for i in range(len(data.classes))])  # fmt: skip
+        return {
+            "discriminator/eval_acc_real": accuracy(discriminator, test.tokens, test.labels),
+            "discriminator/eval_acc_fake": accuracy(discriminator, fake, len(data.classes)),
+        }
+
+    def check_models(self, generator, data: RunData, source: str) -> None:
+        classes = list(getattr(generator, "classes", []))
+        if classes != list(data.classes):
+            raise CheckpointError(
+                f"{source} was trained on the classes {classes} but the data has {data.classes}; pretrain again "
+                "with this data, or set category.labels to the checkpoint's classes"
+            )
+
+    def evaluator(self, data: RunData, cfg: Config):
+        """The run's :class:`~seqgan.metrics.classes.CategoryEvaluator`, with its class-accuracy classifier
+        trained on the training split (seeded by ``seed``; the process's random streams are left as they were)."""
+        if "test" not in data.splits:
+            raise DataError("evaluation needs a test split (category.test)")
+        from seqgan.metrics.classes import CategoryEvaluator, train_classifier
+
+        c, train, test = cfg.category, data.splits["train"], data.splits["test"]
+        classifier = train_classifier(
+            train.tokens, train.labels, len(data.classes), data.tokenizer.vocab_size, data.tokenizer.pad_id,
+            c.classifier_embed_dim, c.classifier_filter_sizes, c.classifier_num_filters, c.classifier_dropout,
+            c.classifier_epochs, c.classifier_lr, seed=cfg.seed,
+        )  # fmt: skip
+        raw: LabelledLines = data.raw["test"]
+        return CategoryEvaluator(
+            data.tokenizer, data.classes, {name: raw.of_class(name) for name in data.classes},
+            {name: test.of_class(i) for i, name in enumerate(data.classes)}, classifier, cfg.data.lowercase,
+        )  # fmt: skip
+
+    def evaluate(self, generator, data, cfg, seed, evaluator=None) -> dict[str, float]:
+        """The overall row (BLEU-2..5 against each class's test sentences, Self-BLEU-2..5 within each class,
+        NLL_test, class accuracy) and each class's BLEU-4 and class accuracy (``bleu4_<class>``,
+        ``class_acc_<class>``) of ``category.eval_num_samples`` samples per class."""
+        evaluator = evaluator or self.evaluator(data, cfg)
+        row, per_class, _ = evaluator.evaluate(
+            generator, cfg.category.eval_num_samples, cfg.data.max_len, seed=seed
+        )
+        for name, m in per_class.items():
+            row[f"bleu4_{name}"] = m["bleu4"]
+            if "class_acc" in m:
+                row[f"class_acc_{name}"] = m["class_acc"]
+        return row
+
+
+def sample_by_class(
+    generator,
+    tokenizer: Tokenizer,
+    label: str,
+    num: int,
+    max_len: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    rng: torch.Generator | None = None,
+) -> list[str]:
+    """``num`` detokenized sentences of the class named ``label`` from a class-conditional generator.
+
+    Raises:
+        ValueError: ``label`` is not one of the generator's classes (the message names them).
+    """
+    index = generator.class_index(label)
+    out = sample_class(generator, index, num, max_len, temperature, top_k, top_p, rng)
+    return [tokenizer.decode(r) for r in out.tokens.tolist()]
+
+
+TASKS: dict[str, Task] = {"sentences": SentenceTask(), "pairs": PairTask(), "category": CategoryTask()}
 
 
 def check_stage_models(cfg: Config) -> None:
@@ -356,7 +533,8 @@ def check_stage_models(cfg: Config) -> None:
 
 
 def task_of(cfg: Config) -> Task:
-    """The :class:`Task` of a config (``pairs`` when ``conditional.train`` is set)."""
+    """The :class:`Task` of a config (``pairs`` when ``conditional.train`` is set, ``category`` when
+    ``category.train`` is)."""
     return TASKS[cfg.task]
 
 
@@ -369,9 +547,11 @@ def evaluation(cfg: Config, data: RunData, task: Task | None = None):
     """The task's standard evaluation as ``(generator, seed) -> metrics`` (what :func:`seqgan.loop.fit`
     schedules): sentences: BLEU-2..5 against the test split, Self-BLEU-2..5, NLL_test (and NLL_oracle on the
     synthetic task) on ``adversarial.eval_num_samples`` samples; pairs: the response metrics on
-    ``conditional.eval_num_pairs`` test contexts. The BLEU references are indexed once, here."""
+    ``conditional.eval_num_pairs`` test contexts; category: the overall and per-class metrics of
+    ``category.eval_num_samples`` samples per class. The BLEU references (and the category task's classifier)
+    are built once, here."""
     task = task or task_of(cfg)
-    evaluator = task.evaluator(data, cfg) if hasattr(task, "evaluator") else None
+    evaluator = task.evaluator(data, cfg)
 
     def evaluate(generator, seed: int) -> dict[str, float]:
         return task.evaluate(generator, data, cfg, seed, evaluator)
@@ -420,9 +600,14 @@ def reply(
 
 
 # ---------------------------------------------------------------------------------------------- models
-def new_models(cfg: Config, tokenizer: Tokenizer, device: torch.device | str) -> tuple[nn.Module, nn.Module]:
-    """Fresh generator and discriminator for ``cfg`` (either task), on ``device``."""
-    return build_generator(cfg, tokenizer).to(device), build_discriminator(cfg, tokenizer).to(device)
+def new_models(
+    cfg: Config, tokenizer: Tokenizer, device: torch.device | str, classes: list[str] | None = None
+) -> tuple[nn.Module, nn.Module]:
+    """Fresh generator and discriminator for ``cfg`` (any task; ``classes``: the category task's), on ``device``."""
+    return (
+        build_generator(cfg, tokenizer, classes).to(device),
+        build_discriminator(cfg, tokenizer, classes).to(device),
+    )
 
 
 def make_checkpoint(
@@ -471,6 +656,11 @@ class Run:
     def conditional(self) -> bool:
         return self.cfg.task == "pairs"
 
+    @property
+    def category(self) -> bool:
+        """Whether the run is class-conditional (the category task); ``generator.classes`` names its classes."""
+        return self.cfg.task == "category"
+
 
 def _entry(ckpt: dict, key: str, path) -> dict:
     value = ckpt.get(key)
@@ -518,7 +708,7 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> Run:
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: its tokenizer cannot be rebuilt ({e})") from None
     gen_entry = _entry(ckpt, "generator", path)
-    if is_conditional(gen_entry.get("spec", {})) != (cfg.task == "pairs"):
+    if generator_task(gen_entry.get("spec", {})) != cfg.task:
         raise CheckpointError(f"{path}: its generator kind does not match its config's task")
     spec_vocab = gen_entry.get("spec", {}).get("vocab_size")
     if isinstance(spec_vocab, int) and (

@@ -185,6 +185,7 @@ def test_frontier_reuses_the_points_of_unchanged_checkpoints(quick_run, tmp_path
     ]  # fmt: skip
     first = run_recipe(args, cwd=ROOT, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
+
     def curves():
         models = json.loads((tmp_path / "frontier.json").read_text())["models"]
         return {name: [e["rows"] for e in seeds] for name, seeds in models.items()}

@@ -95,7 +95,8 @@ def test_configs_read_only_files_a_clone_has_or_a_documented_prepare_step_makes(
     for path in sorted((ROOT / "recipes/configs").glob("*.yaml")):
         cfg = load_config(path)
         header = path.read_text().split("\nseed:")[0]
-        files = [cfg.data.train, cfg.data.valid, cfg.data.test, cfg.conditional.train, cfg.conditional.test]
+        files = [cfg.data.train, cfg.data.valid, cfg.data.test, cfg.conditional.train, cfg.conditional.test,
+                 cfg.category.train, cfg.category.test]  # fmt: skip
         if cfg.data.synthetic:
             files = [cfg.data.oracle_path]
         for f in filter(None, files):

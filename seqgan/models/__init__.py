@@ -3,9 +3,11 @@
 Generators (the :class:`~seqgan.models.base.Generator` contract): ``lstm`` (:class:`LSTMGenerator`),
 ``transformer`` (:class:`~seqgan.models.transformer.TransformerGenerator`, any Hugging Face causal LM), and the
 conditional encoder-decoders ``seq2seq`` (:class:`~seqgan.models.seq2seq.Seq2SeqLSTM`) and
-``seq2seq_transformer`` (:class:`~seqgan.models.seq2seq.Seq2SeqTransformer`). Discriminators: ``cnn``
-(:class:`CNNDiscriminator`), ``rnn`` (:class:`RNNDiscriminator`, one logit per prefix) and ``pair_cnn``
-(:class:`~seqgan.models.pair_discriminator.PairDiscriminator`, D(context, response)).
+``seq2seq_transformer`` (:class:`~seqgan.models.seq2seq.Seq2SeqTransformer`), and the class-conditional
+``class_lstm`` (:class:`~seqgan.models.class_conditional.ClassLSTM`) and ``lstm_per_class``
+(:class:`~seqgan.models.class_conditional.LSTMPerClass`). Discriminators: ``cnn`` (:class:`CNNDiscriminator`;
+with ``num_outputs = k + 1`` the category task's multi-class one), ``rnn`` (:class:`RNNDiscriminator`, one logit
+per prefix) and ``pair_cnn`` (:class:`~seqgan.models.pair_discriminator.PairDiscriminator`, D(context, response)).
 
 :func:`build_generator` / :func:`build_discriminator` make fresh models from a :class:`~seqgan.config.Config`;
 :func:`generator_class` / :func:`discriminator_class` give the class of a checkpoint spec's ``kind`` (every model
@@ -17,6 +19,7 @@ from __future__ import annotations
 from torch import nn
 
 from seqgan.models.base import Generator
+from seqgan.models.class_conditional import ClassBoundDiscriminator, ClassLSTM, LSTMPerClass
 from seqgan.models.discriminator import CNNDiscriminator
 from seqgan.models.lstm import LSTMGenerator
 from seqgan.models.pair_discriminator import BoundDiscriminator, PairDiscriminator
@@ -27,7 +30,10 @@ __all__ = [
     "BoundDiscriminator",
     "BoundGenerator",
     "CNNDiscriminator",
+    "ClassBoundDiscriminator",
+    "ClassLSTM",
     "ConditionalGenerator",
+    "LSTMPerClass",
     "Generator",
     "LSTMGenerator",
     "PairDiscriminator",
@@ -39,6 +45,7 @@ __all__ = [
     "build_generator",
     "discriminator_class",
     "generator_class",
+    "generator_task",
 ]
 
 
@@ -56,11 +63,15 @@ def generator_class(kind: str) -> type[nn.Module]:
         from seqgan.models.transformer import TransformerGenerator
 
         return TransformerGenerator
-    kinds = {"lstm": LSTMGenerator, "seq2seq": Seq2SeqLSTM, "seq2seq_transformer": Seq2SeqTransformer}
+    kinds = {
+        "lstm": LSTMGenerator,
+        "seq2seq": Seq2SeqLSTM,
+        "seq2seq_transformer": Seq2SeqTransformer,
+        "class_lstm": ClassLSTM,
+        "lstm_per_class": LSTMPerClass,
+    }
     if kind not in kinds:
-        raise ValueError(
-            f"unknown generator kind {kind!r} (known: lstm, transformer, seq2seq, seq2seq_transformer)"
-        )
+        raise ValueError(f"unknown generator kind {kind!r} (known: transformer, {', '.join(kinds)})")
     return kinds[kind]
 
 
@@ -77,9 +88,19 @@ def is_conditional(spec: dict) -> bool:
     return str(spec.get("kind", "")).startswith("seq2seq")
 
 
-def build_generator(cfg, tokenizer) -> nn.Module:
+def generator_task(spec: dict) -> str:
+    """The task a generator spec belongs to: ``"pairs"`` (seq2seq kinds), ``"category"`` (class-conditional
+    kinds) or ``"sentences"``."""
+    kind = str(spec.get("kind", ""))
+    if kind.startswith("seq2seq"):
+        return "pairs"
+    return "category" if kind in ("class_lstm", "lstm_per_class") else "sentences"
+
+
+def build_generator(cfg, tokenizer, classes: list[str] | None = None) -> nn.Module:
     """A fresh generator for ``cfg`` (a :class:`~seqgan.config.Config`), sized to ``tokenizer``; with
-    ``generator.pretrained_path`` the transformer is loaded from that local directory.
+    ``generator.pretrained_path`` the transformer is loaded from that local directory. ``classes``: the class
+    names of the category task's generators.
 
     Raises:
         ValueError: the pretrained model does not fit the tokenizer (more token ids than embeddings, or special
@@ -89,6 +110,15 @@ def build_generator(cfg, tokenizer) -> nn.Module:
     ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
     if g.kind == "lstm":
         return LSTMGenerator(tokenizer.vocab_size, g.embed_dim, g.hidden_dim, g.num_layers, g.dropout, **ids)
+    if g.kind in ("class_lstm", "lstm_per_class"):
+        if not classes:
+            raise ValueError(f"generator.kind={g.kind} needs the class names (the category task's labels)")
+        if g.kind == "class_lstm":
+            return ClassLSTM(tokenizer.vocab_size, classes, g.embed_dim, g.hidden_dim, g.num_layers, g.dropout,
+                             g.class_every_step, **ids)  # fmt: skip
+        return LSTMPerClass(
+            tokenizer.vocab_size, classes, g.embed_dim, g.hidden_dim, g.num_layers, g.dropout, **ids
+        )
     if g.kind == "seq2seq":
         return Seq2SeqLSTM(
             tokenizer.vocab_size, g.embed_dim, g.hidden_dim, g.num_layers, g.dropout, g.attention, **ids
@@ -125,10 +155,16 @@ def build_generator(cfg, tokenizer) -> nn.Module:
     raise ValueError(f"unknown generator kind {g.kind!r}")
 
 
-def build_discriminator(cfg, tokenizer) -> nn.Module:
+def build_discriminator(cfg, tokenizer, classes: list[str] | None = None) -> nn.Module:
     """A fresh discriminator for ``cfg``: the kind :attr:`~seqgan.config.Config.discriminator_kind` resolves to
-    (the pair discriminator for the conditional task), sized by the ``discriminator`` section."""
+    (the pair discriminator for the conditional task; for the category task a CNN with ``len(classes) + 1``
+    outputs, the classes then fake), sized by the ``discriminator`` section."""
     d = cfg.discriminator
+    if cfg.task == "category":
+        if not classes:
+            raise ValueError("the category task's discriminator needs the class names")
+        return CNNDiscriminator(tokenizer.vocab_size, d.embed_dim, d.filter_sizes, d.num_filters, d.dropout,
+                                d.highway, tokenizer.pad_id, num_outputs=len(classes) + 1)  # fmt: skip
     pad_id = tokenizer.pad_id if tokenizer.eos_id is not None else None  # fixed-length ids: no padding token
     if cfg.task == "pairs":
         return PairDiscriminator(

@@ -100,14 +100,14 @@ class CNNScorer:
             b: ``(N,)`` sample indices (rows of the ``tokens`` the scorer was built for).
             t: ``(N,)`` prefix lengths, ``1 <= t < T``.
         Returns:
-            ``(N,)`` float logits.
+            ``(N,)`` float logits (``(N, K)`` for a discriminator with ``num_outputs = K > 1``).
         """
         if self.fallback:
-            return self.d(seqs).float().view(-1)
-        logits = self.d.head(self._pool(seqs, b, t).to(self.dtype)).float().view(-1)
+            return self.d(seqs).float()
+        logits = self.d.head(self._pool(seqs, b, t).to(self.dtype)).float()
         if not self.verified:  # guard against a discriminator whose computation differs from the module's
             self.verified = True
-            ref = self.d(seqs[:8]).float().view(-1)
+            ref = self.d(seqs[:8]).float()
             if not torch.allclose(logits[:8], ref, rtol=1e-4, atol=1e-4):
                 warnings.warn(
                     "MonteCarloRollout: the fast CNN-discriminator scorer disagrees with the module "
@@ -116,7 +116,7 @@ class CNNScorer:
                     stacklevel=3,
                 )
                 self.fallback = True
-                return self.d(seqs).float().view(-1)
+                return self.d(seqs).float()
         return logits
 
     def _pool(self, seqs: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -193,7 +193,7 @@ class Highway(nn.Module):
 
 
 class CNNDiscriminator(nn.Module):
-    """Sequence classifier returning one real/fake logit per sequence.
+    """Sequence classifier returning one real/fake logit per sequence (or ``num_outputs`` class logits).
 
     Args:
         vocab_size: V.
@@ -209,6 +209,8 @@ class CNNDiscriminator(nn.Module):
         eos_id: end-of-sequence id. Only used when it equals ``pad_id`` (tokenizers whose padding is their EOS,
             as GPT-2's and SmolLM2's): the first EOS of a row stays a visible, trained token and the positions
             after it are read as the discriminator's own padding row, ``vocab_size`` (see :meth:`visible`).
+        num_outputs: 1 (one real/fake logit, ``(B,)``) or the number of classes of a multi-class head (``(B, K)``
+            logits: SentiGAN's and CatGAN's (k+1)-class discriminator, the category task's text classifier).
     """
 
     def __init__(
@@ -222,10 +224,14 @@ class CNNDiscriminator(nn.Module):
         pad_id: int | None = 0,
         spectral_norm: bool = False,
         eos_id: int | None = None,
+        num_outputs: int = 1,
     ):
         super().__init__()
         if len(filter_sizes) != len(num_filters):
             raise ValueError("filter_sizes and num_filters must have the same length")
+        if num_outputs < 1:
+            raise ValueError(f"num_outputs must be >= 1, got {num_outputs}")
+        self.num_outputs = num_outputs
         self.vocab_size, self.embed_dim = vocab_size, embed_dim
         self.filter_sizes, self.num_filters = list(filter_sizes), list(num_filters)
         self.dropout_p, self.use_highway, self.pad_id = dropout, highway, pad_id
@@ -241,7 +247,7 @@ class CNNDiscriminator(nn.Module):
         feat = sum(num_filters)
         self.highway = Highway(feat) if highway else nn.Identity()
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(feat, 1)
+        self.out = nn.Linear(feat, num_outputs)
         self.spectral_norm = False
         if spectral_norm:
             self.enable_spectral_norm()
@@ -313,10 +319,11 @@ class CNNDiscriminator(nn.Module):
         return self.highway(F.relu(self.pool(embeds, lengths)))
 
     def head(self, pooled: torch.Tensor) -> torch.Tensor:
-        """``(B, F)`` max-pooled convolution outputs (:meth:`pool`) -> ``(B,)`` logits: ReLU, highway, dropout,
-        output layer. Shared by :meth:`forward` and the rollout's prefix scorer
-        (:class:`~seqgan.models.cnn_scorer.CNNScorer`)."""
-        return self.out(self.dropout(self.highway(F.relu(pooled)))).squeeze(-1)
+        """``(B, F)`` max-pooled convolution outputs (:meth:`pool`) -> ``(B,)`` logits (``(B, K)`` with
+        ``num_outputs = K > 1``): ReLU, highway, dropout, output layer. Shared by :meth:`forward` and the
+        rollout's prefix scorer (:class:`~seqgan.models.cnn_scorer.CNNScorer`)."""
+        out = self.out(self.dropout(self.highway(F.relu(pooled))))
+        return out.squeeze(-1) if self.num_outputs == 1 else out
 
     def forward(
         self,
@@ -325,7 +332,8 @@ class CNNDiscriminator(nn.Module):
         noise_std: float = 0.0,
         rng: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """``(B, T)`` ids or ``(B, T, V)`` probability vectors -> ``(B,)`` logits (real = positive).
+        """``(B, T)`` ids or ``(B, T, V)`` probability vectors -> ``(B,)`` logits (real = positive), or ``(B, K)``
+        class logits with ``num_outputs = K > 1``.
 
         Args:
             inputs: token ids or probability vectors.
@@ -363,6 +371,7 @@ class CNNDiscriminator(nn.Module):
             "pad_id": self.pad_id,
             **({"spectral_norm": True} if self.spectral_norm else {}),
             **({"eos_id": self.eos_id} if self.own_pad else {}),
+            **({"num_outputs": self.num_outputs} if self.num_outputs != 1 else {}),
         }
 
     @classmethod

@@ -310,5 +310,11 @@ class BoundGenerator(Generator):
     def select_state(self, state: Any, index: torch.Tensor) -> Any:
         return self.model.select_state(state, index)
 
+    def fast_decoder(self, temperature: float):
+        """The bound model's fused decoder (``model.bound_decoder(self, temperature)``, e.g. the class-conditional
+        LSTMs'), or None: decode through ``step``."""
+        make = getattr(self.model, "bound_decoder", None)
+        return None if make is None else make(self, temperature)
+
     def spec(self) -> dict:
         return self.model.spec()

@@ -30,7 +30,7 @@ from seqgan.loop import Callback, fit
 from seqgan.reporting import check_report_to
 from seqgan.runs import RunData, check_stage_models, evaluation, load_run, new_models, prepare_data, task_of
 from seqgan.runtime import compile_models, resolve_device
-from seqgan.stages.pretrain import _shard
+from seqgan.stages.pretrain import _shard, check_single_process
 from seqgan.stages.rundir import check_run_dir
 from seqgan.trainers import build_trainer
 from seqgan.trainers.scratchgan import init_embeddings
@@ -71,7 +71,7 @@ def start_models(cfg: Config, device: torch.device) -> Start:
     pre_path = Path(a.pretrain_checkpoint or Path(cfg.out_dir) / "pretrain.pt")
     if not cfg.method.mle_pretrain and not a.pretrain_checkpoint and not pre_path.exists():
         data = prepare_data(cfg)
-        generator, discriminator = new_models(cfg, data.tokenizer, device)
+        generator, discriminator = new_models(cfg, data.tokenizer, device, data.classes)
         report = init_embeddings(cfg, data.tokenizer, generator, discriminator)
         print("training from scratch (no MLE checkpoint)")
         if report:
@@ -210,6 +210,7 @@ def adversarial(
     check_stage_models(cfg)
     task = task_of(cfg)
     device = distributed.init(resolve_device(cfg.device))  # joins the process group under torchrun
+    check_single_process(cfg)
     a = cfg.adversarial
     for key in inactive_settings(cfg):
         print(f"note: {key} has no effect with adversarial.method={a.method}")
@@ -220,6 +221,7 @@ def adversarial(
     cfg, tok, generator, discriminator = begin.cfg, begin.tokenizer, begin.generator, begin.discriminator
     base, base_name = begin.base, begin.base_name
     data = begin.data or prepare_data(cfg, tok)
+    task.check_models(generator, data, base_name)
     data_rng = seed_everything(distributed.rank_seed(cfg.seed))
     sample_rng = torch.Generator(device=device)
     sample_rng.manual_seed(distributed.rank_seed(cfg.seed) + 1)

@@ -7,6 +7,10 @@
 * Pairs (a conditional checkpoint): one reply per test context, the response metrics of
   :mod:`seqgan.metrics.responses` (BLEU against each reference, distinct-n, generic share, length, NLL_test,
   adversarial success from a freshly trained evaluator), the human responses' own row and example exchanges.
+* Labelled sentences (a category checkpoint): per class and overall, BLEU-2..5 against that class's test
+  sentences, Self-BLEU-2..5 within the class, NLL_test, and the class accuracy of a CNN classifier trained on the
+  real training split, beside the real-data rows and the classifier's own held-out accuracy
+  (:mod:`seqgan.metrics.classes`).
 * Text files (:func:`evaluate_files`): whitespace-tokenized samples against whitespace-tokenized references.
 
 The protocol (counts, weights, smoothing, tokenization, sampling settings) is returned with every result.
@@ -38,7 +42,7 @@ class EvalOptions:
     """How a checkpoint is evaluated (the evaluate recipe's options)."""
 
     num_samples: int = 10000
-    """Samples drawn from the model (conditional: test contexts answered, 0 = all)."""
+    """Samples drawn from the model (conditional: test contexts answered, 0 = all; category: per class)."""
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
@@ -113,11 +117,73 @@ def evaluate_checkpoint(checkpoint: str | Path, options: EvalOptions | None = No
     if o.sweep:  # fail before the sampling, not after it
         check_writable(Path(o.out_dir or Path(checkpoint).parent))
     run = load_run(checkpoint, resolve_device(o.device))
+    if (run.conditional or run.category) and o.sweep:
+        raise DataError(
+            "--sweep evaluates unconditional models; a conditional or category checkpoint has no sweep"
+        )
     if run.conditional:
-        if o.sweep:
-            raise DataError("--sweep evaluates unconditional models; a conditional checkpoint has no sweep")
         return _evaluate_pairs(run, checkpoint, o)
+    if run.category:
+        return _evaluate_categories(run, checkpoint, o)
     return _evaluate_sentences(run, checkpoint, o)
+
+
+CATEGORY_KEYS = [*METRIC_KEYS, "nll_test", "class_acc", "distinct2", "avg_len"]
+
+
+def _evaluate_categories(run: Run, checkpoint, o: EvalOptions) -> dict:
+    """Per-class and overall metrics of a class-conditional checkpoint, beside the real-data rows."""
+    from seqgan.runs import CategoryTask
+
+    cfg, tok = run.cfg, run.tokenizer
+    data = prepare_data(cfg, tok)
+    CategoryTask().check_models(run.generator, data, str(checkpoint))
+    t0 = time.time()
+    ev = CategoryTask().evaluator(data, cfg)
+    name = o.name or f"{cfg.generator.kind} ({run.payload.get('stage', 'model')})"
+    row, per_class, samples = ev.evaluate(
+        run.generator, o.num_samples, cfg.data.max_len, o.temperature, o.top_k, o.top_p, o.seed
+    )
+    rows = {name: row, **{f"{name} {c}": m for c, m in per_class.items()}}
+    result: dict = {**row, "per_class": per_class}
+    if o.real:
+        raw = data.raw["train"]
+        real, real_per_class = ev.real_data({c: raw.of_class(c) for c in data.classes}, o.num_samples, o.seed)
+        rows.update({"real data": real, **{f"real data {c}": m for c, m in real_per_class.items()}})
+        result["real_data"] = {**real, "per_class": real_per_class}
+    print(format_table(rows, [k for k in CATEGORY_KEYS if any(k in r for r in rows.values())]))
+    heldout = ev.heldout_accuracy()
+    print(
+        f"({o.num_samples} samples per class at temperature {o.temperature}, top-k {o.top_k}, top-p {o.top_p}; "
+        f"classifier held-out accuracy {heldout:.4f} on {sum(len(t) for t in ev.test_tokens.values())} real test "
+        f"sentences; {time.time() - t0:.1f}s)"
+    )
+    c = cfg.category
+    result["classifier"] = {
+        "heldout_acc": heldout,
+        "heldout_acc_per_class": ev.heldout,
+        "train_sentences": len(data.splits["train"]),
+        "test_sentences": len(data.splits["test"]),
+        "model": f"CNN (embedding {c.classifier_embed_dim}, widths {c.classifier_filter_sizes} x "
+        f"{c.classifier_num_filters} filters, dropout {c.classifier_dropout}), {c.classifier_epochs} epochs of "
+        f"Adam {c.classifier_lr} on the training split, seed {cfg.seed}",
+    }
+    result["examples"] = {cl: [tok.decode(r) for r in t[:5].tolist()] for cl, t in samples.items()}
+    ref = next(iter(ev.evaluators.values()))
+    result["protocol"] = ref.protocol(
+        o.num_samples,
+        checkpoint=str(checkpoint),
+        classes=data.classes,
+        per_class="BLEU against the class's own test sentences; Self-BLEU within the class's samples; overall = "
+        "mean over classes (NLL_test: token-weighted over all test sentences)",
+        references_per_class={cl: len(e.references) for cl, e in ev.evaluators.items()},
+        sampling={"temperature": o.temperature, "top_k": o.top_k, "top_p": o.top_p, "seed": o.seed,
+                  "seed_of_class_i": "seed + i", "max_len": cfg.data.max_len},
+        class_acc="share of a class's samples the classifier puts in that class; real-data rows: the "
+        "classifier's accuracy on the class's real test sentences",
+    )  # fmt: skip
+    result["protocol"]["num_references"] = sum(len(e.references) for e in ev.evaluators.values())
+    return result
 
 
 def _evaluate_sentences(run: Run, checkpoint, o: EvalOptions) -> dict:

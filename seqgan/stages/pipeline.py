@@ -26,7 +26,14 @@ __all__ = ["aggregate_seeds", "run_pipeline", "run_seeds"]
 SENTENCE_KEYS = [*METRIC_KEYS, "nll_test", "nll_oracle", "fed"]
 PAIR_KEYS = ["bleu1", "bleu2", "bleu4", "distinct1", "distinct2", "generic_share", "avg_len", "nll_test",
              "adversarial_success", "evaluator_error"]  # fmt: skip
-METHOD_NAMES = {"seqgan": "SeqGAN", "gumbel": "Gumbel", "scratchgan": "ScratchGAN"}
+CATEGORY_KEYS = [*METRIC_KEYS, "nll_test", "class_acc"]
+METHOD_NAMES = {
+    "seqgan": "SeqGAN",
+    "gumbel": "Gumbel",
+    "scratchgan": "ScratchGAN",
+    "sentigan": "SentiGAN",
+    "catgan": "CatGAN",
+}
 
 
 def _mode(out: Path, stage: str, resume: bool, overwrite: bool) -> tuple[bool, bool, bool]:
@@ -78,7 +85,7 @@ def run_pipeline(
     adversarial(cfg, resume=modes["adversarial"][1], overwrite=modes["adversarial"][2])
     t_adv = time.time() - start - t_pre
 
-    keys = PAIR_KEYS if cfg.task == "pairs" else SENTENCE_KEYS
+    keys = {"pairs": PAIR_KEYS, "category": CATEGORY_KEYS}.get(cfg.task, SENTENCE_KEYS)
     adv_name = METHOD_NAMES.get(cfg.adversarial.method, cfg.adversarial.method)
     models = [("MLE", out / "pretrain.pt")] if mle else []
     rows: dict[str, dict] = {}
@@ -92,9 +99,18 @@ def run_pipeline(
         (out / f"eval_{name.lower()}.json").write_text(json.dumps(result, indent=2) + "\n")
         rows[name] = {k: result.get(k) for k in keys}
         real = result.get("real_data", result.get("human", {}))
-        rows["real data" if cfg.task == "sentences" else "human responses"] = {k: real.get(k) for k in keys}
-    reference = "real data" if cfg.task == "sentences" else "human responses"
+        rows["human responses" if cfg.task == "pairs" else "real data"] = {k: real.get(k) for k in keys}
+        for cls, metrics in result.get("per_class", {}).items():  # the category task: a row per class
+            rows[f"{name} ({cls})"] = {k: metrics.get(k) for k in keys}
+            rows[f"real data ({cls})"] = {k: real["per_class"][cls].get(k) for k in keys}
+    reference = "human responses" if cfg.task == "pairs" else "real data"
     rows = {reference: rows.pop(reference), **rows}
+    if cfg.task == "category":  # the overall rows, then per class the real data and each model
+        names = [reference] + [n for n, _ in (*models, (adv_name, None))]
+        classes = [n[len(reference) + 2 : -1] for n in rows if n.startswith(f"{reference} (")]
+        rows = {n: rows[n] for n in names} | {
+            f"{n} ({c})": rows[f"{n} ({c})"] for c in classes for n in names
+        }
     if sweep and mle and cfg.task == "sentences":  # the adversarial point on the MLE temperature curve
         from seqgan.metrics.sweep import plot_quality_diversity
 
@@ -135,7 +151,9 @@ def run_seeds(cfg: Config, seeds: list[int], **options) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     keys = [
-        k for k in [*SENTENCE_KEYS, *PAIR_KEYS] if any(r.get(k) is not None for r in summary["mean"].values())
+        k
+        for k in [*SENTENCE_KEYS, *PAIR_KEYS, *CATEGORY_KEYS]
+        if any(r.get(k) is not None for r in summary["mean"].values())
     ]
     keys = list(dict.fromkeys(keys))
     md = [

@@ -10,6 +10,7 @@ process's RNG streams, progress), rewritten after every MLE epoch and every disc
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -26,7 +27,6 @@ from seqgan.checkpoint import (
     set_run_rng_state,
 )
 from seqgan.config import Config, inactive_settings, save_config, to_dict
-from seqgan.data.datasets import batches
 from seqgan.plotting import plot_curves
 from seqgan.runs import check_stage_models, load_oracle, make_checkpoint, new_models, prepare_data, task_of
 from seqgan.runtime import autocast, compile_models, resolve_device
@@ -39,10 +39,22 @@ __all__ = ["pretrain"]
 
 
 def _shard(examples):
-    """This rank's share of a split (tensors or pairs)."""
+    """This rank's share of a split (tensors, pairs or labelled sentences: dataclasses of row tensors)."""
     if isinstance(examples, torch.Tensor):
         return distributed.shard(examples)
-    return type(examples)(distributed.shard(examples.contexts), distributed.shard(examples.responses))
+    parts = (getattr(examples, f.name) for f in dataclasses.fields(examples))
+    return type(examples)(*(distributed.shard(t) for t in parts))
+
+
+def check_single_process(cfg: Config) -> None:
+    """The category task's trainers run in one process: refuse ``torchrun`` with several."""
+    if cfg.task == "category" and distributed.world_size() > 1:
+        from seqgan.config import ConfigError
+
+        raise ConfigError(
+            "the category task (category.train) trains in one process; run it without torchrun "
+            f"(got {distributed.world_size()} processes)"
+        )
 
 
 def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
@@ -64,6 +76,7 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path
     check_stage_models(cfg)
     task = task_of(cfg)
     device = distributed.init(resolve_device(cfg.device))  # joins the process group under torchrun
+    check_single_process(cfg)
     rcfg = distributed.per_rank_config(cfg)  # batch sizes and sample counts of this rank
     data_rng = seed_everything(distributed.rank_seed(cfg.seed))
     sample_rng = torch.Generator(device=device)
@@ -80,7 +93,7 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path
         print("  " + line)
     train = _shard(data.splits["train"])  # this rank's share
     heldout = [s for s in ("valid", "test") if s in data.splits]
-    generator, discriminator = new_models(cfg, tok, device)
+    generator, discriminator = new_models(cfg, tok, device, data.classes)
     n_params = sum(p.numel() for p in generator.parameters())
     n_disc = sum(p.numel() for p in discriminator.parameters())
     print(
@@ -145,7 +158,7 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path
     for epoch in range(done_epochs + 1, pc.epochs + 1):
         total, count = 0.0, 0
         bar = tqdm(
-            batches(len(train), per_rank_batch, True, data_rng),
+            task.batches(train, per_rank_batch, data_rng, cfg),
             desc=f"MLE {epoch}/{pc.epochs}",
             total=(len(train) + per_rank_batch - 1) // per_rank_batch,
             leave=False,

@@ -9,6 +9,9 @@
   colder proposal's samples, importance-weighted), settings ``coldgan``.
 - the conditional task: :class:`ConditionalTrainer` (Li et al. 2017, arXiv 1701.06547), which composes a
   :class:`PolicyGradientTrainer` over (context, response) pairs; settings ``seqgan`` and ``conditional``.
+- the category task: ``sentigan``: :class:`SentiGANTrainer` (Wang & Wan 2018), settings ``sentigan``;
+  ``catgan``: :class:`CatGANTrainer` (Liu et al. 2020, arXiv 1911.06641), settings ``catgan``; shared pieces in
+  :mod:`seqgan.trainers.category`.
 
 :func:`build_trainer` builds the one a config selects. Shared pieces: :mod:`seqgan.trainers.steps` (the MLE
 and discriminator updates), :class:`~seqgan.trainers.base.NonFiniteGuard` (``nan_policy``, honoured by every
@@ -22,14 +25,17 @@ from torch import nn
 
 from seqgan.config import METHODS, Config, ConfigError
 from seqgan.trainers.base import AdversarialTrainer, NonFiniteGuard, NonFiniteLossError
+from seqgan.trainers.catgan import CatGANTrainer
 from seqgan.trainers.coldgan import ColdGANTrainer
 from seqgan.trainers.conditional import ConditionalTrainer
 from seqgan.trainers.gumbel import GumbelTrainer
 from seqgan.trainers.scratchgan import ScratchGANTrainer
+from seqgan.trainers.sentigan import SentiGANTrainer
 from seqgan.trainers.seqgan import PolicyGradientTrainer
 
 __all__ = [
     "AdversarialTrainer",
+    "CatGANTrainer",
     "ColdGANTrainer",
     "ConditionalTrainer",
     "GumbelTrainer",
@@ -37,6 +43,7 @@ __all__ = [
     "NonFiniteLossError",
     "PolicyGradientTrainer",
     "ScratchGANTrainer",
+    "SentiGANTrainer",
     "TRAINERS",
     "build_trainer",
 ]
@@ -46,10 +53,16 @@ TRAINERS: dict[str, type[AdversarialTrainer]] = {
     "gumbel": GumbelTrainer,
     "scratchgan": ScratchGANTrainer,
     "coldgan": ColdGANTrainer,
+    "sentigan": SentiGANTrainer,
+    "catgan": CatGANTrainer,
 }
 """``adversarial.method`` -> trainer class (its ``from_config`` reads the method's section)."""
 
-TASK_TRAINERS: dict[tuple[str, str], type[AdversarialTrainer]] = {("pairs", "seqgan"): ConditionalTrainer}
+TASK_TRAINERS: dict[tuple[str, str], type[AdversarialTrainer]] = {
+    ("pairs", "seqgan"): ConditionalTrainer,
+    ("category", "sentigan"): SentiGANTrainer,
+    ("category", "catgan"): CatGANTrainer,
+}
 """Trainers of a (task, method) other than unconditional sentences."""
 
 
