@@ -42,7 +42,9 @@ def _shard(examples):
     """This rank's share of a split (tensors or pairs)."""
     if isinstance(examples, torch.Tensor):
         return distributed.shard(examples)
-    return type(examples)(distributed.shard(examples.contexts), distributed.shard(examples.responses))
+    if distributed.world_size() == 1:
+        return examples
+    return examples[distributed.shard(torch.arange(len(examples)))]
 
 
 def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path:
