@@ -16,7 +16,8 @@ log-probability and no reward.
 * ``init_state(prompts)``: one cached pass over the prompt but its last token (the key / value cache of
   :mod:`seqgan.decoding.hf`); ``step`` then decodes one token at a time with that cache, feeding the prompt's
   last token in place of BOS. States are functional (``step`` never changes the state it is given), as
-  :class:`~seqgan.rollout.MonteCarloRollout` needs.
+  :class:`~seqgan.rollout.MonteCarloRollout` needs. The fused slot decoder of :mod:`seqgan.decoding.hf` does not
+  take prompts: prompted sampling and rollouts decode through this ``step``.
 """
 
 from __future__ import annotations
