@@ -85,7 +85,12 @@ def load(args) -> tuple:
             f"an instruct LM; {args.checkpoint} holds an unconditional {run.cfg.generator.kind} generator: "
             f"sample from it with recipes/sample.py --checkpoint {args.checkpoint}"
         )
-    return run.generator, run.tokenizer, run.cfg, instruct and not run.conditional
+    return (
+        run.generator,
+        run.tokenizer,
+        run.cfg,
+        instruct,
+    )  # a causal LM trained on pairs: its chat template too
 
 
 def main(argv=None) -> int:

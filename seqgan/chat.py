@@ -5,6 +5,9 @@
   last ``conditional.context_max_len`` tokens); an instruct LM reads them through its tokenizer's chat template
   (:func:`chat_prompt`: user and assistant turns alternating, ending with the user's, then the assistant's
   header), and its reply is what follows.
+* :func:`encode_prompts` gives the prompts a causal LM answers the contexts of (context, response) pairs with
+  (one user turn through the chat template, or BOS, the context's tokens, EOS when the tokenizer has no
+  template), right-aligned and padded on the left (:class:`~seqgan.models.prompted.PromptedLM` reads them).
 * :func:`lm_reply` samples that reply from a :class:`~seqgan.models.transformer.TransformerGenerator` with one
   cached pass over the prompt, then one token at a time (temperature, top-k, top-p; a seeded generator).
 """
@@ -16,7 +19,7 @@ import torch
 from seqgan.decoding import filter_logits
 from seqgan.decoding.samplers import draw
 
-__all__ = ["RESET", "ChatHistory", "chat_prompt", "lm_reply"]
+__all__ = ["RESET", "ChatHistory", "chat_prompt", "encode_prompts", "lm_reply"]
 
 RESET = "/reset"
 """The input line that clears the history (recipes/chat.py)."""
@@ -65,10 +68,57 @@ def chat_prompt(hf_tokenizer, messages: list[dict[str, str]]) -> list[int]:
     """
     if not getattr(hf_tokenizer, "chat_template", None):
         raise ValueError("the tokenizer has no chat template (an instruct model's tokenizer has one)")
-    ids = hf_tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
-    if isinstance(ids, dict) or hasattr(ids, "input_ids"):  # some versions return a BatchEncoding
-        ids = ids["input_ids"]
+    ids = _input_ids(hf_tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True))
     return [int(i) for i in ids]
+
+
+def _input_ids(out):
+    """The ids ``apply_chat_template`` returned (some versions return a BatchEncoding)."""
+    if isinstance(out, dict) or hasattr(out, "input_ids"):
+        return out["input_ids"]
+    return out
+
+
+def encode_prompts(tokenizer, contexts: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The prompts a causal LM answers encoded contexts after, as :class:`~seqgan.models.prompted.PromptedLM`
+    reads them.
+
+    With a chat template (an HF tokenizer that has one) the context's ids are decoded with the tokenizer itself
+    and the prompt is ``apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True)``
+    (so a context cut to its last tokens is the text of those tokens); without one it is ``BOS, the context's
+    ids, EOS``.
+
+    Args:
+        tokenizer: the tokenizer that encoded ``contexts``.
+        contexts: ``(N, Tc)`` ids, ``ids EOS PAD ..``.
+        batch_size: contexts per call of the chat template.
+    Returns:
+        ``(N, P)`` long ids, each row right-aligned and padded on the left with
+        :data:`~seqgan.models.prompted.PROMPT_PAD`, ``P`` the longest prompt.
+    """
+    from seqgan.models.prompted import PROMPT_PAD
+
+    eos, pad = tokenizer.eos_id, tokenizer.pad_id
+    ids = []
+    for row in contexts.tolist():
+        cut = row.index(eos) if eos in row else len(row)
+        ids.append([i for i in row[:cut] if i != pad or pad == eos])
+    hf = getattr(tokenizer, "hf", None)
+    if getattr(hf, "chat_template", None):
+        prompts = []
+        for start in range(0, len(ids), batch_size):
+            chats = [
+                [{"role": "user", "content": tokenizer.decode(r)}] for r in ids[start : start + batch_size]
+            ]
+            out = hf.apply_chat_template(chats, tokenize=True, add_generation_prompt=True)
+            prompts += [[int(i) for i in p] for p in _input_ids(out)]
+    else:
+        prompts = [[tokenizer.bos_id, *r, eos] for r in ids]
+    width = max(len(p) for p in prompts) if prompts else 1
+    out = torch.full((len(prompts), width), PROMPT_PAD, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        out[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+    return out
 
 
 @torch.no_grad()

@@ -6,8 +6,9 @@ Two tasks share every stage (pretraining, adversarial training, evaluation) and 
 * ``sentences`` (:class:`SentenceTask`): unconditional text, one sentence per line (or sequences sampled from
   the SeqGAN synthetic oracle); examples are ``(N, T)`` id tensors; the discriminator reads sentences.
 * ``pairs`` (:class:`PairTask`, selected by ``conditional.train``): (context, response) pairs; examples are
-  :class:`Pairs` of ``(N, Tc)`` contexts and ``(N, T)`` responses; the generator is an encoder-decoder and the
-  discriminator judges the pair (Li et al. 2017, arXiv 1701.06547).
+  :class:`Pairs` of ``(N, Tc)`` contexts and ``(N, T)`` responses; the generator is an encoder-decoder, or a
+  causal LM that reads each context as a prompt (its chat template; :class:`Pairs` then also hold the
+  ``(N, P)`` prompts), and the discriminator judges the pair (Li et al. 2017, arXiv 1701.06547).
 * ``category`` (:class:`CategoryTask`, selected by ``category.train``): labelled sentences; examples are
   :class:`~seqgan.data.labelled.Labelled` ``(N,)`` class ids and ``(N, T)`` ids; the generator is
   class-conditional and the discriminator has ``k + 1`` outputs (the classes, then fake); SentiGAN and CatGAN.
@@ -26,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from seqgan.chat import encode_prompts
 from seqgan.checkpoint import CheckpointError, load_checkpoint, rng_state
 from seqgan.config import Config, ConfigError, config_from_saved, to_dict
 from seqgan.data.datasets import (
@@ -42,6 +44,7 @@ from seqgan.data.tokenizers import IdTokenizer, Tokenizer, build_tokenizer, toke
 from seqgan.losses import sequence_nll
 from seqgan.models import (
     BoundGenerator,
+    ConditionalGenerator,
     build_discriminator,
     build_generator,
     discriminator_class,
@@ -68,6 +71,7 @@ __all__ = [
     "make_checkpoint",
     "new_models",
     "prepare_data",
+    "reads_prompts",
     "reply",
     "sample_by_class",
     "task_of",
@@ -77,19 +81,30 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------- data
 @dataclass
 class Pairs:
-    """Encoded (context, response) examples: ``contexts`` ``(N, Tc)`` and ``responses`` ``(N, T)``."""
+    """Encoded (context, response) examples: ``contexts`` ``(N, Tc)`` and ``responses`` ``(N, T)``; for a
+    causal-LM generator also ``prompts`` ``(N, P)``, the contexts as the prompts it reads
+    (:func:`seqgan.chat.encode_prompts`)."""
 
     contexts: torch.Tensor
     responses: torch.Tensor
+    prompts: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.contexts.shape[0]
 
     def __getitem__(self, index) -> Pairs:
-        return Pairs(self.contexts[index], self.responses[index])
+        prompts = None if self.prompts is None else self.prompts[index]
+        return Pairs(self.contexts[index], self.responses[index], prompts)
 
     def to(self, device) -> Pairs:
-        return Pairs(self.contexts.to(device), self.responses.to(device))
+        prompts = None if self.prompts is None else self.prompts.to(device)
+        return Pairs(self.contexts.to(device), self.responses.to(device), prompts)
+
+    @property
+    def conditions(self) -> torch.Tensor:
+        """What the generator reads: the prompts of a causal LM, else the contexts (the discriminator always
+        reads the contexts)."""
+        return self.contexts if self.prompts is None else self.prompts
 
 
 @dataclass
@@ -316,20 +331,22 @@ class PairTask(Task):
         splits, reports, kept_raw = {}, {}, {}
         for name, pairs in raw.items():
             enc: EncodedPairs = encode_pairs(pairs, tokenizer, d.max_len, c.context_max_len, d.overlong)
+            prompts = encode_prompts(tokenizer, enc.contexts) if reads_prompts(cfg) else None
             splits[name], reports[name], kept_raw[name] = (
-                Pairs(enc.contexts, enc.responses),
-                enc.summary(name),
+                Pairs(enc.contexts, enc.responses, prompts),
+                enc.summary(name)
+                + ("" if prompts is None else f"; prompts of up to {prompts.shape[1]} tokens"),
                 enc.kept_raw,
             )
         return RunData(tokenizer, splits, reports, kept_raw)
 
     def mle_step(self, generator, optimizer, batch: Pairs, grad_clip, guard) -> float:
         return mle_step(
-            BoundGenerator(generator, batch.contexts), optimizer, batch.responses, grad_clip, guard
+            BoundGenerator(generator, batch.conditions), optimizer, batch.responses, grad_clip, guard
         )
 
     def heldout_nll(self, generator, examples: Pairs, batch_size: int = 256) -> float:
-        return pair_nll(generator, examples.contexts, examples.responses, batch_size)
+        return pair_nll(generator, examples.conditions, examples.responses, batch_size)
 
     def show(self, generator, data, cfg, num, rng) -> list[str]:
         pairs = data.raw.get("test") or data.raw["train"]
@@ -345,10 +362,11 @@ class PairTask(Task):
         return pair_discriminator_round(
             discriminator, optimizer, generator, train.contexts, train.responses, num, epochs, batch_size,
             cfg.conditional.mismatch_fraction, cfg.data.max_len, data_rng, sample_rng, guard=guard,
+            prompts=train.prompts,
         )  # fmt: skip
 
     def trainer_data(self, train: Pairs) -> dict:
-        return {"contexts": train.contexts, "responses": train.responses}
+        return {"contexts": train.contexts, "responses": train.responses, "prompts": train.prompts}
 
     def evaluate(self, generator, data, cfg, seed, evaluator=None) -> dict[str, float]:
         """Response metrics (BLEU against each reference, distinct-n, generic share, length, NLL_test; no
@@ -361,13 +379,13 @@ class PairTask(Task):
         n = min(cfg.conditional.eval_num_pairs, len(test))
         rng = torch.Generator(device=generator.device).manual_seed(seed)
         sc = cfg.sample
-        gen = sample_responses(generator, test.contexts[:n].to(generator.device), cfg.data.max_len, sc.temperature,
-                               sc.top_k, sc.top_p, rng)  # fmt: skip
+        gen = sample_responses(generator, test.conditions[:n].to(generator.device), cfg.data.max_len,
+                               sc.temperature, sc.top_k, sc.top_p, rng)  # fmt: skip
         tok = data.tokenizer
         hyps = [tok.decode_tokens(r) for r in gen.tokens.tolist()]
         refs = [tok.decode_tokens(r) for r in test.responses[:n].tolist()]
         row = response_metrics(hyps, refs)
-        row["nll_test"] = pair_nll(generator, test.contexts, test.responses)
+        row["nll_test"] = pair_nll(generator, test.conditions, test.responses)
         return row
 
 
@@ -521,14 +539,29 @@ def sample_by_class(
 TASKS: dict[str, Task] = {"sentences": SentenceTask(), "pairs": PairTask(), "category": CategoryTask()}
 
 
+def reads_prompts(cfg: Config) -> bool:
+    """Whether ``cfg``'s generator reads prompts: a causal LM (``generator.kind: transformer``) on the
+    conditional task answers each context as a prompt (:class:`~seqgan.models.prompted.PromptedLM`)."""
+    return cfg.task == "pairs" and cfg.generator.kind == "transformer"
+
+
 def check_stage_models(cfg: Config) -> None:
-    """Refuses, before any work, a model the pretraining and adversarial stages cannot train: a causal LM on
-    the conditional task (it trains through :mod:`seqgan.integrations.trl`, the context as its prompt)."""
-    if cfg.task == "pairs" and not cfg.generator.kind.startswith("seq2seq"):
+    """Refuses, before any work, a model the pretraining and adversarial stages cannot train on the
+    conditional task: an LSTM language model (no context to read), or a causal LM under ``torchrun`` (its
+    prompt path does not go through the DDP wrapper)."""
+    from seqgan import distributed
+
+    if cfg.task != "pairs":
+        return
+    if cfg.generator.kind == "lstm":
         raise ConfigError(
-            f"generator.kind={cfg.generator.kind} on (context, response) pairs trains through "
-            "recipes/trl_gan.py (the context as its prompt); recipes/pretrain.py and recipes/adversarial.py "
-            "need generator.kind=seq2seq or seq2seq_transformer"
+            "generator.kind=lstm on (context, response) pairs: use seq2seq, seq2seq_transformer, or a causal LM "
+            "(transformer, the context as its prompt)"
+        )
+    if reads_prompts(cfg) and distributed.launched_by_torchrun():
+        raise ConfigError(
+            "a causal LM (generator.kind=transformer) on (context, response) pairs trains in one process; "
+            "run it without torchrun"
         )
 
 
@@ -588,13 +621,16 @@ def reply(
     top_p: float = 1.0,
     rng: torch.Generator | None = None,
 ) -> list[str]:
-    """Detokenized responses of a conditional generator to raw context strings (a context that encodes to
-    nothing reads as just EOS)."""
+    """Detokenized responses of a conditional generator (or a causal LM, through its prompts) to raw context
+    strings (a context that encodes to nothing reads as just EOS)."""
     from seqgan.data.datasets import pad_row
 
     rows = [pad_row(fit_length(tokenizer.encode(t), context_max_len, keep="tail"), context_max_len, tokenizer)
             for t in contexts]  # fmt: skip
-    ctx = torch.tensor(rows, dtype=torch.long, device=model.device)
+    ctx = torch.tensor(rows, dtype=torch.long)
+    if not isinstance(model, ConditionalGenerator):  # a causal LM reads the contexts as prompts
+        ctx = encode_prompts(tokenizer, ctx)
+    ctx = ctx.to(model.device)
     out = sample_responses(model, ctx, max_len, temperature, top_k, top_p, rng)
     return [tokenizer.decode(r) for r in out.tokens.tolist()]
 
@@ -708,7 +744,8 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> Run:
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: its tokenizer cannot be rebuilt ({e})") from None
     gen_entry = _entry(ckpt, "generator", path)
-    if generator_task(gen_entry.get("spec", {})) != cfg.task:
+    spec = gen_entry.get("spec", {})
+    if generator_task(spec) != cfg.task and not (spec.get("kind") == "transformer" and cfg.task == "pairs"):
         raise CheckpointError(f"{path}: its generator kind does not match its config's task")
     spec_vocab = gen_entry.get("spec", {}).get("vocab_size")
     if isinstance(spec_vocab, int) and (

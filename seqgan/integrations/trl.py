@@ -49,7 +49,7 @@ try:  # the callback subclasses TRL's (transformers') TrainerCallback when it is
 except ImportError:  # pragma: no cover - transformers is a core dependency
     TrainerCallback = object  # type: ignore[assignment,misc]
 
-__all__ = ["DiscriminatorCallback", "DiscriminatorReward", "ids_to_rows", "train_trl_gan"]
+__all__ = ["DiscriminatorCallback", "DiscriminatorReward", "ids_to_rows", "prompt_texts", "train_trl_gan"]
 
 STATE_FILE = "seqgan_discriminator.pt"
 """The discriminator's state in each of TRL's ``checkpoint-N`` folders."""
@@ -424,19 +424,19 @@ def train_trl_gan(cfg, resume: bool = False, overwrite: bool = False) -> dict:
     max_len = cfg.data.max_len
     num_eval = t.eval_num_samples
 
-    def prompt_of(context_row) -> str:
-        return " ".join(tok.decode_tokens(context_row)) + f" {eos}"
-
     if pairs:
-        prompts = [prompt_of(c) for c in train.contexts.tolist()]
+        prompts = prompt_texts(tok, train.contexts)
         completions = [" ".join(tok.decode_tokens(r)) for r in train.responses.tolist()]
+        context_rows = dict(zip(prompts, train.contexts.tolist(), strict=True))  # prompt -> its context ids
 
         def contexts_of(batch_prompts: list) -> torch.Tensor:
             rows = []
             for p in batch_prompts:
-                ids = tok.encode(p.removesuffix(f" {eos}"))
-                rows.append(pad_row(fit_length(ids, cfg.conditional.context_max_len, "truncate", keep="tail"),
-                                    cfg.conditional.context_max_len, tok))  # fmt: skip
+                if p not in context_rows:  # a prompt that is not a training context's: encode its text
+                    ids = tok.encode(p.removesuffix(f" {eos}"))
+                    context_rows[p] = pad_row(fit_length(ids, cfg.conditional.context_max_len, "truncate",
+                                                         keep="tail"), cfg.conditional.context_max_len, tok)  # fmt: skip
+                rows.append(context_rows[p])
             return torch.tensor(rows, dtype=torch.long)
 
         real: Any = (train.contexts, train.responses)
@@ -603,14 +603,38 @@ def _pair_metrics(policy, hf_tok, tok, data, cfg, seed: int) -> dict[str, float]
     if test is None:
         return {}
     n = min(cfg.conditional.eval_num_pairs, len(test))
-    eos = hf_tok.eos_token
-    prompts = [" ".join(tok.decode_tokens(c)) + f" {eos}" for c in test.contexts[:n].tolist()]
+    prompts = prompt_texts(tok, test.contexts[:n])
     rows = _generate(policy, hf_tok, prompts, cfg.data.max_len, cfg.sample.temperature, seed)
     hyps = [tok.decode_tokens(r) for r in rows]
     refs = [tok.decode_tokens(r) for r in test.responses[:n].tolist()]
     metrics = response_metrics(hyps, refs)
     metrics["nll_test"] = _prompted_nll(policy, hf_tok, prompts, test.responses[:n], tok.pad_id)
     return metrics
+
+
+def prompt_texts(tokenizer, contexts: torch.Tensor) -> list[str]:
+    """The prompt texts a policy answers ``(N, Tc)`` encoded contexts with (TRL tokenizes prompts itself).
+
+    A Hugging Face tokenizer decodes each context itself (so byte-level BPE pieces join back into words) and,
+    when it has a chat template, the text is one user turn through it with the assistant's header
+    (``apply_chat_template(..., add_generation_prompt=True)``); without one, the text and the EOS token. A
+    word-level tokenizer (whose Hugging Face equivalent splits on whitespace) gives its words joined by spaces,
+    then EOS.
+    """
+    from seqgan.data.tokenizers import HFTokenizer, to_hf_tokenizer
+
+    rows = contexts.tolist()
+    if not isinstance(tokenizer, HFTokenizer):
+        eos = to_hf_tokenizer(tokenizer).eos_token
+        return [" ".join(tokenizer.decode_tokens(c)) + f" {eos}" for c in rows]
+    hf = tokenizer.hf
+    texts = [tokenizer.decode(c) for c in rows]
+    if not getattr(hf, "chat_template", None):
+        return [t + hf.eos_token for t in texts]
+    return [
+        hf.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+        for t in texts
+    ]
 
 
 @torch.no_grad()

@@ -139,9 +139,11 @@ def build_generator(cfg, tokenizer, classes: list[str] | None = None) -> nn.Modu
                     f"has {tokenizer.vocab_size} tokens; use the model's own tokenizer (tokenizer.kind=hf)"
                 )
         else:
+            # on (context, response) pairs the positions hold the prompt (BOS, context, EOS) and the response
+            prompt = cfg.conditional.context_max_len + 2 if cfg.task == "pairs" else 0
             gen = TransformerGenerator.from_config(
                 tokenizer.vocab_size,
-                cfg.data.max_len,
+                cfg.data.max_len + prompt,
                 n_layer=g.n_layer,
                 n_head=g.n_head,
                 n_embd=g.n_embd,

@@ -25,6 +25,7 @@ context along.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ __all__ = [
     "Seq2SeqLSTM",
     "Seq2SeqTransformer",
     "BoundGenerator",
+    "as_conditional",
 ]
 
 
@@ -261,8 +263,22 @@ class Seq2SeqTransformer(ConditionalGenerator):
         return cls(**{k: v for k, v in spec.items() if k != "kind"})
 
 
+def as_conditional(model: nn.Module) -> nn.Module:
+    """``model`` as a conditional generator: a causal-LM generator
+    (:class:`~seqgan.models.transformer.TransformerGenerator`) becomes a
+    :class:`~seqgan.models.prompted.PromptedLM` (its contexts are prompts), anything else is returned as is."""
+    transformer = sys.modules.get("seqgan.models.transformer")  # loaded whenever such a generator exists
+    if transformer is not None and isinstance(model, transformer.TransformerGenerator):
+        from seqgan.models.prompted import PromptedLM
+
+        return PromptedLM(model)
+    return model
+
+
 class BoundGenerator(Generator):
     """A conditional generator bound to ``(C, Tc)`` contexts, seen as an unconditional generator.
+
+    A causal-LM generator is bound to prompts instead (:func:`as_conditional`).
 
     ``init_state(n)`` needs ``n == C`` (row ``i`` answers context ``i``) or ``C == 1`` (every row answers the one
     context). Monte-Carlo rollouts therefore have to decode a batch in one chunk (``MonteCarloRollout(...,
@@ -272,7 +288,7 @@ class BoundGenerator(Generator):
 
     def __init__(self, model: ConditionalGenerator, contexts: torch.Tensor) -> None:
         super().__init__()
-        self.model = model
+        self.model = as_conditional(model)
         self.vocab_size, self.pad_id = model.vocab_size, model.pad_id
         self.bos_id, self.eos_id = model.bos_id, model.eos_id
         self.contexts = contexts  # plain attribute, not a buffer: never saved, never lagged

@@ -278,13 +278,13 @@ def _evaluate_pairs(run: Run, checkpoint, o: EvalOptions) -> dict:
     t0 = time.time()
     rng = torch.Generator(device=dev).manual_seed(o.seed)
     gen = sample_responses(
-        model, test.contexts[:n].to(dev), cfg.data.max_len, o.temperature, o.top_k, o.top_p, rng
+        model, test.conditions[:n].to(dev), cfg.data.max_len, o.temperature, o.top_k, o.top_p, rng
     )
     gen = gen.tokens
     hyps = [tok.decode_tokens(r) for r in gen.tolist()]
     refs = [tok.decode_tokens(r) for r in test.responses[:n].tolist()]
     row = response_metrics(hyps, refs)
-    row["nll_test"] = pair_nll(model, test.contexts[:n], test.responses[:n])
+    row["nll_test"] = pair_nll(model, test.conditions[:n], test.responses[:n])
     # the human row: the reference responses' own diversity / generic share / length (BLEU against themselves is 1)
     human = {k: v for k, v in response_metrics(refs, refs).items() if not k.startswith("bleu")}
     c = cfg.conditional
@@ -294,7 +294,7 @@ def _evaluate_pairs(run: Run, checkpoint, o: EvalOptions) -> dict:
         idx = torch.randperm(len(train), generator=g)[:m]
         ev_ctx, ev_human = train.contexts[idx].to(dev), train.responses[idx].to(dev)
         ev_gen = sample_responses(
-            model, ev_ctx, cfg.data.max_len, o.temperature, o.top_k, o.top_p, rng
+            model, train.conditions[idx].to(dev), cfg.data.max_len, o.temperature, o.top_k, o.top_p, rng
         ).tokens
         torch.manual_seed(o.seed + 11)
         evaluator = build_discriminator(cfg, tok).to(dev)

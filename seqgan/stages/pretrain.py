@@ -10,7 +10,6 @@ process's RNG streams, progress), rewritten after every MLE epoch and every disc
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -39,11 +38,12 @@ __all__ = ["pretrain"]
 
 
 def _shard(examples):
-    """This rank's share of a split (tensors, pairs or labelled sentences: dataclasses of row tensors)."""
+    """This rank's share of a split (tensors, pairs or labelled sentences: anything indexed by rows)."""
     if isinstance(examples, torch.Tensor):
         return distributed.shard(examples)
-    parts = (getattr(examples, f.name) for f in dataclasses.fields(examples))
-    return type(examples)(*(distributed.shard(t) for t in parts))
+    if distributed.world_size() == 1:
+        return examples
+    return examples[distributed.shard(torch.arange(len(examples)))]
 
 
 def check_single_process(cfg: Config) -> None:

@@ -12,6 +12,12 @@ completions of every prefix scored by ``D(c, .)``, REINFORCE step, policy update
 fix for a generator that only ever sees its own samples' rewards). One discriminator round scores real pairs
 against negatives of which a ``mismatch_fraction`` share are mismatched human responses and the rest the
 generator's responses. Settings: the ``seqgan`` section (policy gradient) and the ``conditional`` section.
+
+The generator may also be a causal LM (:class:`~seqgan.models.transformer.TransformerGenerator`): given the
+``prompts`` of the contexts (:func:`seqgan.chat.encode_prompts`), the generator side (sampling, rollouts, the
+policy gradient, the KL reference, teacher forcing) is bound to the prompts
+(:class:`~seqgan.models.prompted.PromptedLM`) and the discriminator to the contexts, so rewards, log-probabilities
+and the KL penalty cover the response tokens only.
 """
 
 from __future__ import annotations
@@ -51,7 +57,8 @@ def sample_responses(
     rng: torch.Generator | None = None,
     batch_size: int = 512,
 ) -> Samples:
-    """One sampled response per context row of ``(N, Tc)`` ``contexts`` (``top_k=1`` is greedy decoding).
+    """One sampled response per context row of ``(N, Tc)`` ``contexts`` (``top_k=1`` is greedy decoding); a
+    causal LM is given ``(N, P)`` prompts instead.
 
     Returns:
         :class:`~seqgan.sampling.Samples` with ``(N, max_len)`` tensors.
@@ -74,11 +81,13 @@ def pair_negatives(
     data_rng: torch.Generator | None = None,
     sample_rng: torch.Generator | None = None,
     temperature: float = 1.0,
+    prompts: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Negatives for the pairs ``index`` of the pool ``(contexts, responses)``.
 
     The first ``round(len(index) * mismatch_fraction)`` get a mismatched human response
-    (:func:`~seqgan.data.pairs.mismatched_indices`), the others a response sampled from ``model``.
+    (:func:`~seqgan.data.pairs.mismatched_indices`), the others a response sampled from ``model`` (given the
+    pool's ``(N, P)`` ``prompts`` when it is a causal LM, else the contexts).
 
     Returns:
         ``(negative contexts (n, Tc), negative responses (n, T), is_mismatch (n,) bool)``.
@@ -91,7 +100,8 @@ def pair_negatives(
         j = mismatched_indices(contexts, responses, index[:n_mis].cpu(), data_rng)
         neg[:n_mis] = responses[j.to(responses.device)]
     if n > n_mis:
-        gen = sample_responses(model, ctx[n_mis:], max_len, temperature, rng=sample_rng).tokens
+        reads = ctx if prompts is None else prompts[index].to(ctx.device)
+        gen = sample_responses(model, reads[n_mis:], max_len, temperature, rng=sample_rng).tokens
         neg[n_mis:] = gen[:, : responses.shape[1]].to(neg.device)
     is_mis = torch.arange(n, device=responses.device) < n_mis
     return ctx, neg, is_mis
@@ -161,13 +171,24 @@ def pair_discriminator_round(
     sample_rng: torch.Generator | None = None,
     temperature: float = 1.0,
     guard: NonFiniteGuard | None = None,
+    prompts: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Draw ``num_pairs`` training pairs and as many fresh negatives (:func:`pair_negatives`), then ``epochs``
-    passes of minibatches (real and negative batches in independent seeded orders); returns mean metrics."""
+    """Draw ``num_pairs`` training pairs and as many fresh negatives (:func:`pair_negatives`; ``prompts`` for
+    a causal LM), then ``epochs`` passes of minibatches (real and negative batches in independent seeded
+    orders); returns mean metrics."""
     n = min(num_pairs, contexts.shape[0])
     index = torch.randperm(contexts.shape[0], generator=data_rng)[:n]
     neg_ctx, neg, is_mis = pair_negatives(
-        model, contexts, responses, index, mismatch_fraction, max_len, data_rng, sample_rng, temperature
+        model,
+        contexts,
+        responses,
+        index,
+        mismatch_fraction,
+        max_len,
+        data_rng,
+        sample_rng,
+        temperature,
+        prompts,
     )
     dev = contexts.device
     sums: dict[str, float] = {}
@@ -191,12 +212,14 @@ class ConditionalTrainer(AdversarialTrainer):
     """Li et al. (2017)'s adversarial training of a conditional generator (see the module docstring).
 
     Args:
-        model: the conditional generator (trained in place; may be a DDP wrapper).
+        model: the conditional generator, or a causal LM with ``prompts`` (trained in place; may be a DDP
+            wrapper).
         discriminator: a :class:`~seqgan.models.pair_discriminator.PairDiscriminator` (trained in place).
         config: :class:`~seqgan.config.SeqGANConfig`, the policy-gradient settings (defaults when None).
         conditional: :class:`~seqgan.config.ConditionalConfig`: mismatched negatives, teacher forcing.
         contexts: ``(N, Tc)`` training contexts.
         responses: ``(N, T)`` their human responses.
+        prompts: ``(N, P)`` the contexts as prompts, when ``model`` is a causal LM.
         max_len: response length.
         rng: ``torch.Generator`` for sampling and rollouts.
         data_rng: ``torch.Generator`` choosing the contexts of generator steps and the discriminator's pairs.
@@ -213,6 +236,7 @@ class ConditionalTrainer(AdversarialTrainer):
         responses: torch.Tensor | None = None,
         *,
         max_len: int,
+        prompts: torch.Tensor | None = None,
         rng: torch.Generator | None = None,
         data_rng: torch.Generator | None = None,
         nan_guard: NonFiniteGuard | None = None,
@@ -221,6 +245,12 @@ class ConditionalTrainer(AdversarialTrainer):
             raise ValueError("ConditionalTrainer needs the training contexts and responses")
         if contexts.shape[0] != responses.shape[0]:
             raise ValueError(f"{contexts.shape[0]} contexts for {responses.shape[0]} responses")
+        if isinstance(unwrap(model), ConditionalGenerator) != (prompts is None):
+            raise ValueError(
+                "a causal-LM generator needs the contexts' prompts (seqgan.chat.encode_prompts), and only it reads them"
+            )
+        if prompts is not None and prompts.shape[0] != contexts.shape[0]:
+            raise ValueError(f"{prompts.shape[0]} prompts for {contexts.shape[0]} contexts")
         self.config = config = config or SeqGANConfig()
         if config.rollout_chunk_rows:
             raise ValueError(
@@ -229,15 +259,16 @@ class ConditionalTrainer(AdversarialTrainer):
             )
         self.conditional = conditional or ConditionalConfig()
         self.generator, self.discriminator = model, discriminator
-        self.contexts, self.responses = contexts, responses
+        self.contexts, self.responses, self.prompts = contexts, responses, prompts
         self.max_len = max_len
         self.rng = rng
         self.data_rng = data_rng if data_rng is not None else torch.Generator().manual_seed(0)
         self.nan_guard = nan_guard or NonFiniteGuard("stop")
         first = contexts[:1].to(unwrap(model).device)
-        self.bound = BoundGenerator(model, first)
+        first_read = first if prompts is None else prompts[:1].to(first.device)
+        self.bound = BoundGenerator(model, first_read)
         self.bound_discriminator = BoundDiscriminator(discriminator, first)
-        self.policy_source = BoundGenerator(unwrap(model), first)
+        self.policy_source = BoundGenerator(unwrap(model), first_read)
         self.policy = PolicyGradientTrainer(
             self.bound,
             self.bound_discriminator,
@@ -263,11 +294,12 @@ class ConditionalTrainer(AdversarialTrainer):
         *,
         contexts: torch.Tensor,
         responses: torch.Tensor,
+        prompts: torch.Tensor | None = None,
         data_rng: torch.Generator | None = None,
         **_: object,
     ) -> ConditionalTrainer:
         """The trainer an experiment config describes (the conditional task: ``seqgan`` and ``conditional``
-        sections) on the training pairs ``(contexts, responses)``."""
+        sections) on the training pairs ``(contexts, responses)`` (and their ``prompts`` for a causal LM)."""
         return cls(
             generator,
             discriminator,
@@ -276,6 +308,7 @@ class ConditionalTrainer(AdversarialTrainer):
             contexts,
             responses,
             max_len=cfg.data.max_len,
+            prompts=prompts,
             rng=rng,
             data_rng=data_rng,
             nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
@@ -295,16 +328,18 @@ class ConditionalTrainer(AdversarialTrainer):
         """The Monte-Carlo rollout of the policy-gradient step (its lagged policy is bound like the generator)."""
         return self.policy.rollout
 
-    def bind(self, contexts: torch.Tensor) -> None:
-        """Conditions the generator, the rollout policy and the discriminator on ``(B, Tc)`` contexts."""
+    def bind(self, contexts: torch.Tensor, prompts: torch.Tensor | None = None) -> None:
+        """Conditions the discriminator on ``(B, Tc)`` contexts and the generator, the rollout policy (and the KL
+        reference) on them, or on their ``(B, P)`` prompts when the generator is a causal LM."""
         contexts = contexts.to(self.policy_source.model.device)
-        self.bound.rebind(contexts)
-        self.policy_source.rebind(contexts)
+        reads = contexts if prompts is None else prompts.to(contexts.device)
+        self.bound.rebind(reads)
+        self.policy_source.rebind(reads)
         if self.rollout.policy is not self.policy_source:
-            self.rollout.policy.rebind(contexts)
+            self.rollout.policy.rebind(reads)
         self.bound_discriminator.rebind(contexts)
         if self.policy.reference is not None:  # the KL penalty's frozen copy answers the same contexts
-            self.policy.reference.rebind(contexts)
+            self.policy.reference.rebind(reads)
 
     def _draw(self, count: int) -> torch.Tensor:
         return torch.randint(0, self.contexts.shape[0], (count,), generator=self.data_rng)
@@ -318,7 +353,8 @@ class ConditionalTrainer(AdversarialTrainer):
             group = self.config.group_size if self.config.baseline == "group" else 1
             index = self._draw(count // group).repeat_interleave(group)
         self._last_index = index.to(self.contexts.device)
-        self.bind(self.contexts[self._last_index])
+        prompts = None if self.prompts is None else self.prompts[self._last_index.to(self.prompts.device)]
+        self.bind(self.contexts[self._last_index], prompts)
 
     def generator_step(self, index: torch.Tensor | None = None) -> dict[str, float]:
         """One policy-gradient update on ``batch_size`` training contexts (``index``, or drawn with
@@ -361,6 +397,7 @@ class ConditionalTrainer(AdversarialTrainer):
             self.data_rng,
             self.rng,
             cfg.temperature,
+            self.prompts,
         )
         skipped = self.nan_guard.skipped
         metrics = pair_discriminator_step(
@@ -407,6 +444,7 @@ class ConditionalTrainer(AdversarialTrainer):
                     self.rng,
                     cfg.temperature,
                     self.nan_guard,
+                    self.prompts,
                 )
             )
         metrics["nan/skipped_steps"] = float(self.nan_guard.skipped)
