@@ -39,9 +39,19 @@ NonFiniteLossError a FloatingPointError)."""
 def run_cli(main) -> None:
     """Runs a recipe's ``main()``: an error of :data:`USER_ERRORS` prints ``error: <one line>`` to stderr and
     exits with status 1 (no traceback); anything else is a bug and keeps its traceback."""
+    import os
     import sys
+
+    from seqgan import distributed
 
     try:
         main()
     except USER_ERRORS as e:
         sys.exit(f"error: {e}")
+    if distributed.launched_by_torchrun():
+        # The work is done and the process group destroyed; skip the interpreter's finalisation, during which
+        # gloo's worker threads can abort the process ("terminate called without an active exception") and
+        # turn a finished run into a failed one.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
