@@ -67,6 +67,22 @@ def sample_classes(
     return tokens, labels
 
 
+def check_multiclass(method: str, generator: nn.Module, discriminator: nn.Module) -> int:
+    """The number of classes ``k`` of a class-conditional ``generator``, after checking that ``discriminator`` has
+    the ``k + 1`` outputs (the classes, then fake) that ``method`` needs.
+
+    Raises:
+        ValueError: another number of outputs.
+    """
+    k = unwrap(generator).num_classes
+    outputs = getattr(unwrap(discriminator), "num_outputs", 1)
+    if outputs != k + 1:
+        raise ValueError(
+            f"{method} needs a discriminator with {k + 1} outputs (k classes + fake), got {outputs}"
+        )
+    return k
+
+
 def class_members(labels: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
     """The row indices of every class (``(n_c,)`` each); ValueError when a class has none."""
     members = [(labels == c).nonzero().squeeze(1) for c in range(num_classes)]

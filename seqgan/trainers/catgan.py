@@ -40,7 +40,7 @@ from seqgan.distributed import unwrap
 from seqgan.losses import class_scores, gan_d_loss, gan_g_loss, sequence_nll
 from seqgan.models.seq2seq import BoundGenerator
 from seqgan.trainers.base import AdversarialTrainer, NonFiniteGuard, guarded_update
-from seqgan.trainers.category import class_draw, class_members, sample_class
+from seqgan.trainers.category import check_multiclass, class_draw, class_members, sample_class
 from seqgan.trainers.gumbel import inverse_temperature, relaxed_sample
 from seqgan.utils import adam
 
@@ -132,12 +132,7 @@ class CatGANTrainer(AdversarialTrainer):
     ) -> None:
         self.config = config = config or CatGANConfig()
         self.generator, self.discriminator = generator, discriminator
-        self.num_classes = k = unwrap(generator).num_classes
-        outputs = getattr(unwrap(discriminator), "num_outputs", 1)
-        if outputs != k + 1:
-            raise ValueError(
-                f"CatGAN needs a discriminator with {k + 1} outputs (k classes + fake), got {outputs}"
-            )
+        self.num_classes = check_multiclass("CatGAN", generator, discriminator)
         self.anneal_steps = config.anneal_steps or (total_steps or 0)
         if self.anneal_steps <= 0 and config.temperature_schedule != "constant":
             raise ValueError(

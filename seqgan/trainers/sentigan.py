@@ -39,6 +39,7 @@ from seqgan.rollout import MonteCarloRollout
 from seqgan.sampling import sample
 from seqgan.trainers.base import AdversarialTrainer, NonFiniteGuard, guarded_update
 from seqgan.trainers.category import (
+    check_multiclass,
     class_draw,
     class_members,
     multiclass_discriminator_round,
@@ -77,12 +78,7 @@ class SentiGANTrainer(AdversarialTrainer):
     ) -> None:
         self.config = config = config or SentiGANConfig()
         self.generator, self.discriminator = generator, discriminator
-        self.num_classes = k = unwrap(generator).num_classes
-        outputs = getattr(unwrap(discriminator), "num_outputs", 1)
-        if outputs != k + 1:
-            raise ValueError(
-                f"SentiGAN needs a discriminator with {k + 1} outputs (k classes + fake), got {outputs}"
-            )
+        self.num_classes = check_multiclass("SentiGAN", generator, discriminator)
         self.max_len = max_len
         self.rng = rng
         self.nan_guard = nan_guard or NonFiniteGuard("stop")
