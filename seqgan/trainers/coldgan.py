@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import torch
 
-from seqgan.config import ColdGANConfig, Config
+from seqgan.config import ColdGANConfig
 from seqgan.sampling import Samples, sample
-from seqgan.trainers.base import NonFiniteGuard
 from seqgan.trainers.seqgan import PolicyGradientTrainer
 
 __all__ = ["ColdGANTrainer", "importance_weights"]
@@ -63,24 +62,10 @@ class ColdGANTrainer(PolicyGradientTrainer):
     """
 
     config: ColdGANConfig
+    section = "coldgan"
 
     def __init__(self, generator, discriminator, config: ColdGANConfig | None = None, **kwargs) -> None:
         super().__init__(generator, discriminator, config or ColdGANConfig(), **kwargs)
-
-    @classmethod
-    def from_config(
-        cls, cfg: Config, generator, discriminator, rng: torch.Generator | None = None, **_: object
-    ) -> ColdGANTrainer:
-        """The trainer an experiment config describes (``adversarial.method: coldgan``, ``coldgan`` section)."""
-        return cls(
-            generator,
-            discriminator,
-            cfg.coldgan,
-            max_len=cfg.data.max_len,
-            rng=rng,
-            nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
-            batch_by_length=cfg.discriminator.batch_by_length,
-        )
 
     def draw_batch(self) -> Samples:
         """``batch_size`` sequences from the proposal, with each token's proposal log-probability."""

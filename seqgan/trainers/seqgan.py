@@ -77,6 +77,9 @@ class PolicyGradientTrainer(AdversarialTrainer):
     then use the wrapped models (no gradients), the updates go through DDP.
     """
 
+    section = "seqgan"
+    """The config section :meth:`from_config` reads."""
+
     def __init__(
         self,
         generator: Generator,
@@ -130,11 +133,12 @@ class PolicyGradientTrainer(AdversarialTrainer):
         rng: torch.Generator | None = None,
         **_: object,
     ) -> PolicyGradientTrainer:
-        """The trainer an experiment config describes (``adversarial.method: seqgan``, ``seqgan`` section)."""
+        """The trainer an experiment config describes (``adversarial.method: seqgan``, ``seqgan`` section; a
+        subclass reads the section named by its :attr:`section`)."""
         return cls(
             generator,
             discriminator,
-            cfg.seqgan,
+            getattr(cfg, cls.section),
             max_len=cfg.data.max_len,
             rng=rng,
             nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
