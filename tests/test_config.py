@@ -73,7 +73,7 @@ def test_resolved_config_round_trip(tmp_path):
 def test_describe_documents_every_key():
     text = describe()
     assert "generator.hidden_dim (int, >= 1, default 32): LSTM / seq2seq: hidden state size." in text
-    assert "seqgan.num_rollouts (int, >= 1, default 16): Monte-Carlo completions per prefix" in text
+    assert "seqgan.num_rollouts (int, >= 0, default 16): Monte-Carlo completions per prefix" in text
     assert "data.overlong" in text
 
 

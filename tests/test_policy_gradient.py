@@ -216,8 +216,8 @@ def test_config_validation():
         SeqGANConfig(baseline="median")
     with pytest.raises(ConfigError, match=r"seqgan.ema_decay must be in \[0, 1\)"):
         SeqGANConfig(ema_decay=1.0)
-    with pytest.raises(ConfigError, match="seqgan.num_rollouts must be >= 1"):
-        SeqGANConfig(num_rollouts=0)
+    with pytest.raises(ConfigError, match="seqgan.num_rollouts must be >= 0"):
+        SeqGANConfig(num_rollouts=-1)
 
 
 # ---------------------------------------------------------------------------------------------- end to end

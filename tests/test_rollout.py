@@ -161,6 +161,19 @@ def test_masking_and_reward_at_eos(kind):
     assert torch.all(rewards[mask] > 0)
 
 
+def test_zero_rollouts_give_every_real_token_the_sequence_reward():
+    gen = make_generator("lstm")
+    tokens = hand_tokens()  # lengths 8, 3, 1, 7
+    table = torch.zeros(VOCAB)
+    table[5], table[4], table[EOS], table[9] = 1.0, -2.0, 0.5, 3.0
+    disc = RecordingDiscriminator(FirstTokenDiscriminator(table))
+    rewards = MonteCarloRollout(gen, update_rate=0.0)(tokens, disc, 0, rng=rng(1))
+    s = torch.sigmoid(torch.tensor([1.0, -2.0, 0.5, 3.0]))
+    expected = torch.tensor([[s[0]] * 8, [s[1]] * 3 + [0.0] * 5, [s[2]] + [0.0] * 7, [s[3]] * 7 + [0.0]])
+    torch.testing.assert_close(rewards, expected)
+    assert len(disc.seen) == 1 and torch.equal(disc.seen[0], tokens)  # one call, no completions
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("fast", [True, False])
 def test_completions_keep_prefix_stop_at_eos_and_only_needed_prefixes(kind, fast):

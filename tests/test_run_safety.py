@@ -214,7 +214,7 @@ def test_evaluate_checks_where_it_writes_before_sampling(pretrained, monkeypatch
     [
         ("seqgan.g_lr=-0.001", "seqgan.g_lr must be > 0, got -0.001"),
         ("pretrain.lr=0", "pretrain.lr must be > 0, got 0.0"),
-        ("seqgan.num_rollouts=0", "seqgan.num_rollouts must be >= 1, got 0"),
+        ("seqgan.num_rollouts=-1", "seqgan.num_rollouts must be >= 0, got -1"),
         ("seqgan.batch_size=0", "seqgan.batch_size must be >= 1, got 0"),
         ("adversarial.epochs=-1", "adversarial.epochs must be >= 0, got -1"),
         ("gumbel.d_lr=-1", "gumbel.d_lr must be > 0, got -1.0"),

