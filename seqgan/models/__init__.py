@@ -1,13 +1,16 @@
 """Generators and discriminators behind one kind registry.
 
-Generators (the :class:`~seqgan.models.base.Generator` contract): ``lstm`` (:class:`LSTMGenerator`),
-``transformer`` (:class:`~seqgan.models.transformer.TransformerGenerator`, any Hugging Face causal LM), and the
-conditional encoder-decoders ``seq2seq`` (:class:`~seqgan.models.seq2seq.Seq2SeqLSTM`) and
-``seq2seq_transformer`` (:class:`~seqgan.models.seq2seq.Seq2SeqTransformer`), and the class-conditional
-``class_lstm`` (:class:`~seqgan.models.class_conditional.ClassLSTM`) and ``lstm_per_class``
+Generators (the :class:`~seqgan.models.base.Generator` contract): ``lstm`` (:class:`LSTMGenerator`), ``rmc``
+(:class:`~seqgan.models.rmc.RMCGenerator`, RelGAN's relational-memory generator), ``transformer``
+(:class:`~seqgan.models.transformer.TransformerGenerator`, any Hugging Face causal LM), and the conditional
+encoder-decoders ``seq2seq`` (:class:`~seqgan.models.seq2seq.Seq2SeqLSTM`) and ``seq2seq_transformer``
+(:class:`~seqgan.models.seq2seq.Seq2SeqTransformer`), and the class-conditional ``class_lstm``
+(:class:`~seqgan.models.class_conditional.ClassLSTM`) and ``lstm_per_class``
 (:class:`~seqgan.models.class_conditional.LSTMPerClass`). Discriminators: ``cnn`` (:class:`CNNDiscriminator`;
 with ``num_outputs = k + 1`` the category task's multi-class one), ``rnn`` (:class:`RNNDiscriminator`, one logit
-per prefix) and ``pair_cnn`` (:class:`~seqgan.models.pair_discriminator.PairDiscriminator`, D(context, response)).
+per prefix), ``relgan`` (:class:`~seqgan.models.relgan_discriminator.RelGANDiscriminator`, RelGAN's CNN over
+several embedded representations, one logit per representation) and ``pair_cnn``
+(:class:`~seqgan.models.pair_discriminator.PairDiscriminator`, D(context, response)).
 
 :func:`build_generator` / :func:`build_discriminator` make fresh models from a :class:`~seqgan.config.Config`;
 :func:`generator_class` / :func:`discriminator_class` give the class of a checkpoint spec's ``kind`` (every model
@@ -23,6 +26,8 @@ from seqgan.models.class_conditional import ClassBoundDiscriminator, ClassLSTM, 
 from seqgan.models.discriminator import CNNDiscriminator
 from seqgan.models.lstm import LSTMGenerator
 from seqgan.models.pair_discriminator import BoundDiscriminator, PairDiscriminator
+from seqgan.models.relgan_discriminator import RelGANDiscriminator
+from seqgan.models.rmc import RMCGenerator
 from seqgan.models.rnn_discriminator import RNNDiscriminator
 from seqgan.models.seq2seq import BoundGenerator, ConditionalGenerator, Seq2SeqLSTM, Seq2SeqTransformer
 
@@ -37,7 +42,9 @@ __all__ = [
     "Generator",
     "LSTMGenerator",
     "PairDiscriminator",
+    "RMCGenerator",
     "RNNDiscriminator",
+    "RelGANDiscriminator",
     "Seq2SeqLSTM",
     "Seq2SeqTransformer",
     "TransformerGenerator",
@@ -65,6 +72,7 @@ def generator_class(kind: str) -> type[nn.Module]:
         return TransformerGenerator
     kinds = {
         "lstm": LSTMGenerator,
+        "rmc": RMCGenerator,
         "seq2seq": Seq2SeqLSTM,
         "seq2seq_transformer": Seq2SeqTransformer,
         "class_lstm": ClassLSTM,
@@ -77,7 +85,12 @@ def generator_class(kind: str) -> type[nn.Module]:
 
 def discriminator_class(kind: str) -> type[nn.Module]:
     """The discriminator class of a spec's ``kind`` (a spec without one is a CNN); ValueError when unknown."""
-    kinds = {"cnn": CNNDiscriminator, "rnn": RNNDiscriminator, "pair_cnn": PairDiscriminator}
+    kinds = {
+        "cnn": CNNDiscriminator,
+        "rnn": RNNDiscriminator,
+        "relgan": RelGANDiscriminator,
+        "pair_cnn": PairDiscriminator,
+    }
     if kind not in kinds:
         raise ValueError(f"unknown discriminator kind {kind!r} (known: {', '.join(kinds)})")
     return kinds[kind]
@@ -110,6 +123,10 @@ def build_generator(cfg, tokenizer, classes: list[str] | None = None) -> nn.Modu
     ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
     if g.kind == "lstm":
         return LSTMGenerator(tokenizer.vocab_size, g.embed_dim, g.hidden_dim, g.num_layers, g.dropout, **ids)
+    if g.kind == "rmc":
+        return RMCGenerator(
+            tokenizer.vocab_size, g.embed_dim, g.mem_slots, g.num_heads, g.head_size, g.dropout, **ids
+        )
     if g.kind in ("class_lstm", "lstm_per_class"):
         if not classes:
             raise ValueError(f"generator.kind={g.kind} needs the class names (the category task's labels)")
@@ -181,6 +198,11 @@ def build_discriminator(cfg, tokenizer, classes: list[str] | None = None) -> nn.
             tokenizer.pad_id,
             eos_id=tokenizer.eos_id,
         )
+    if cfg.discriminator_kind == "relgan":
+        return RelGANDiscriminator(
+            tokenizer.vocab_size, d.embed_dim, d.num_rep, d.filter_sizes, d.num_filters, d.dropout, d.highway,
+            pad_id, tokenizer.eos_id,
+        )  # fmt: skip
     if cfg.discriminator_kind == "rnn":
         return RNNDiscriminator(
             tokenizer.vocab_size, d.embed_dim, d.hidden_dim, d.num_layers, d.dropout, pad_id, tokenizer.eos_id
