@@ -24,6 +24,7 @@ from seqgan.models import (
 )
 from seqgan.rollout import MonteCarloRollout
 from seqgan.trainers import GumbelTrainer, build_trainer
+from seqgan.trainers.gumbel import inverse_temperature
 
 VOCAB, PAD, BOS, EOS = 12, 0, 1, 2
 
@@ -327,3 +328,12 @@ def test_relgan_end_to_end_resumes_exactly(tmp_path, root):
     mle = pre["generator"]["state_dict"]
     assert any(not torch.equal(mle[k], a["generator"]["state_dict"][k]) for k in mle)
     assert isinstance(build_trainer(cfg(tmp_path / "x", 1), make_rmc(), make_disc()), GumbelTrainer)
+
+
+def test_the_exp_schedule_is_relgans():
+    """RelGAN's 'exp' adaptation, beta_max ** (i / N), and its 'lin' one, 1 + (beta_max - 1) i / N."""
+    for beta_max, n in ((100.0, 300), (1000.0, 5000)):
+        for i in (0, 1, n // 3, n // 2, n - 1, n, 2 * n):
+            x = min(i / n, 1.0)
+            assert inverse_temperature("exp", i, n, beta_max) == pytest.approx(beta_max**x, rel=1e-12)
+            assert inverse_temperature("linear", i, n, beta_max) == pytest.approx(1 + (beta_max - 1) * x)
