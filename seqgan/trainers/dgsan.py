@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import math
-import statistics
 import time
 
 import torch
@@ -210,7 +209,10 @@ class DGSANTrainer(AdversarialTrainer):
             return False
         if self.since_refresh >= cfg.refresh_max_epochs:
             return True
-        return statistics.pstdev(self.epoch_losses) < cfg.refresh_tol  # False when a loss is NaN
+        losses = self.epoch_losses
+        mean = sum(losses) / len(losses)
+        std = math.sqrt(sum((v - mean) ** 2 for v in losses) / len(losses))  # population std, as numpy's
+        return std < cfg.refresh_tol  # False when a loss is NaN
 
     @torch.no_grad()
     def refresh(self) -> None:
