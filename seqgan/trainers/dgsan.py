@@ -235,12 +235,15 @@ class DGSANTrainer(AdversarialTrainer):
         real = real_batch.to(old.device)
         real_mask = sequence_mask(real, old.eos_id)
         fake = sample(old, real.shape[0], self.max_len, temperature=1.0, rng=self.rng)
-        with torch.autocast(real.device.type, enabled=False), torch.no_grad():
-            old_real = sequence_log_probs(old, real, real_mask)
-            old_fake = sequence_log_probs(old, fake.tokens, fake.mask)
+        # real and fake rows in one batch: one forward of each model (under DDP, one forward per backward)
+        width = max(real.shape[1], fake.tokens.shape[1])
+        tokens = torch.cat([F.pad(x, (0, width - x.shape[1]), value=old.pad_id) for x in (real, fake.tokens)])
+        mask = torch.cat([F.pad(m, (0, width - m.shape[1]), value=False) for m in (real_mask, fake.mask)])
+        num_real = real.shape[0]
         with torch.autocast(real.device.type, enabled=False):  # sequence sums of ~T terms: fp32
-            new_real = sequence_log_probs(gen, real, real_mask)
-            new_fake = sequence_log_probs(gen, fake.tokens, fake.mask)
+            with torch.no_grad():
+                old_real, old_fake = sequence_log_probs(old, tokens, mask).split([num_real, len(fake.tokens)])
+            new_real, new_fake = sequence_log_probs(gen, tokens, mask).split([num_real, len(fake.tokens)])
         loss, parts = dgsan_loss(new_real, old_real, new_fake, old_fake)
         stepped, grad_norm = guarded_update(
             loss,

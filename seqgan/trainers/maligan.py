@@ -30,7 +30,8 @@ baseline is 1) puts the loss on the per-token scale of the maximum-likelihood lo
 ``sum_i (w_i - b) grad log p_G(x_i)`` divided by the mean sample length, as for every policy-gradient method here.
 The discriminator is trained as SeqGAN's (the same rounds); every other ``seqgan`` setting (gradient
 accumulation, entropy bonus, KL penalty, temperature) applies as there. With ``grad_accum_steps > 1`` the weights
-are normalised within each micro-batch of ``batch_size`` samples.
+are normalised within each micro-batch of ``batch_size`` samples (under ``torchrun``, within each process's
+share of it).
 
 Not implemented: the paper's mixed MLE-MaliGAN training for long sequences (its Algorithm 2: the first ``N``
 tokens of real sentences taught by maximum likelihood, the rest sampled and weighted within the samples that share
