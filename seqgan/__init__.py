@@ -12,8 +12,8 @@ changes no process state; see :mod:`seqgan.runtime` for the thread settings the 
   :class:`RNNDiscriminator`, :class:`PairDiscriminator`;
 - decoding: :func:`sample`, :class:`Samples`, :class:`MonteCarloRollout`;
 - training: :class:`PolicyGradientTrainer`, :class:`GumbelTrainer`, :class:`ScratchGANTrainer`,
-  :class:`ConditionalTrainer`, :func:`build_trainer`; the loop: :func:`fit`, :class:`Callback`,
-  :class:`EarlyStopping`, :class:`FitState`;
+  :class:`ConditionalTrainer`, :class:`MaliGANTrainer`, :class:`DGSANTrainer`, :func:`build_trainer`; the
+  loop: :func:`fit`, :class:`Callback`, :class:`EarlyStopping`, :class:`FitState`;
 - runs and checkpoints: :func:`load_run`, :func:`prepare_data`, :func:`evaluation`, :func:`load_checkpoint`,
   :func:`save_checkpoint`, :func:`seed_everything`.
 """
@@ -52,6 +52,8 @@ _EXPORTS = {
     "GumbelTrainer": "seqgan.trainers.gumbel",
     "ScratchGANTrainer": "seqgan.trainers.scratchgan",
     "ConditionalTrainer": "seqgan.trainers.conditional",
+    "MaliGANTrainer": "seqgan.trainers.maligan",
+    "DGSANTrainer": "seqgan.trainers.dgsan",
     "build_trainer": "seqgan.trainers",
     "load_run": "seqgan.runs",
     "prepare_data": "seqgan.runs",

@@ -8,9 +8,10 @@ docstring (``--help-config``).
 Sections: the run (``seed``, ``out_dir``, ...), ``data``, ``tokenizer``, ``generator``, ``discriminator``,
 ``pretrain`` (MLE and discriminator pretraining), ``adversarial`` (the loop every adversarial method shares:
 method, epochs, evaluation and checkpoint schedule), one section per method that *is* that method's trainer
-config (``seqgan``, ``gumbel``, ``scratchgan``, ``sentigan``, ``catgan``), the ``conditional`` task ((context,
-response) pairs), the ``category`` task (labelled sentences) and ``sample`` (defaults of the sampling tools). :data:`METHODS` says which section and which discriminator each
-method uses; :func:`inactive_settings` names the keys set for a method or task that is not selected.
+config (``seqgan``, ``gumbel``, ``scratchgan``, ``coldgan``, ``maligan``, ``dgsan``, ``sentigan``, ``catgan``),
+the ``conditional`` task ((context, response) pairs), the ``category`` task (labelled sentences) and ``sample``
+(defaults of the sampling tools). :data:`METHODS` says which section and which discriminator each method uses;
+:func:`inactive_settings` names the keys set for a method or task that is not selected.
 
 The value rules (:class:`Range`) are shared with the command-line tools (:func:`arg_type`), so a recipe's
 ``--top-p`` is checked exactly as ``sample.top_p`` is.
@@ -347,13 +348,18 @@ class AdversarialConfig(Section):
 
     section: ClassVar[str] = "adversarial"
 
-    method: Literal["seqgan", "gumbel", "scratchgan", "coldgan", "sentigan", "catgan"] = "seqgan"
+    method: Literal["seqgan", "gumbel", "scratchgan", "coldgan", "maligan", "dgsan", "sentigan", "catgan"] = (
+        "seqgan"
+    )
     """Adversarial training method (its settings are the section of the same name): seqgan (policy gradient
     with Monte-Carlo rollout rewards); gumbel (RelGAN-style Gumbel-softmax relaxation, generator trained through
     the discriminator by backpropagation); scratchgan (ScratchGAN: per-prefix rewards from a recurrent
     discriminator, trained from scratch); coldgan (ColdGANs: seqgan's policy gradient on samples of a colder
-    proposal, importance-weighted); sentigan and catgan (the category task: SentiGAN's penalty-based policy
-    gradient against a (k+1)-class discriminator; CatGAN's category-wise Gumbel-softmax training)."""
+    proposal, importance-weighted); maligan (MaliGAN: the policy gradient with the discriminator's odds
+    D / (1 - D) as importance weights, normalised over the batch); dgsan (DGSAN: no discriminator network, the
+    ratio of the generator's and an earlier generator's probabilities is the discriminator); sentigan and catgan
+    (the category task: SentiGAN's penalty-based policy gradient against a (k+1)-class discriminator; CatGAN's
+    category-wise Gumbel-softmax training)."""
     pretrain_checkpoint: str | None = None
     """The MLE checkpoint to start from (default: <out_dir>/pretrain.pt)."""
     epochs: int = ranged(50, NON_NEGATIVE)
@@ -466,6 +472,77 @@ class ColdGANConfig(SeqGANConfig):
     weight_clip: float = ranged(1.0, POSITIVE)
     """Upper bound of the per-token importance weight p_policy / p_proposal (ColdGAN clips its weights to bound
     the variance; 1.0 is the truncation level of V-trace, Espeholt et al. 2018)."""
+
+
+@dataclass
+class MaliGANConfig(SeqGANConfig):
+    """``adversarial.method: maligan`` (MaliGAN, Che et al. 2017, arXiv 1702.07983): SeqGAN's schedule and
+    policy-gradient update with MaliGAN's rewards. The discriminator's odds ``r(x) = D(x) / (1 - D(x)) =
+    exp(logit)`` estimate ``p_data(x) / p_G(x)``; normalised over the batch (``r_i / sum_j r_j``) they are the
+    self-normalised importance weights that turn the update into an estimate of the maximum-likelihood gradient,
+    and the batch baseline is subtracted. Every ``seqgan`` setting has the same meaning here except
+    ``baseline`` and the default of ``rollout_update_rate`` (below); ``ema_decay`` and ``group_size`` are unused.
+    The settings of :class:`~seqgan.trainers.maligan.MaliGANTrainer`."""
+
+    section: ClassVar[str] = "maligan"
+
+    rollouts: bool = False
+    """false: the paper's basic MaliGAN (its Algorithm 1): one weight per sampled sequence, from D of the whole
+    sequence, shared by all its tokens (num_rollouts is unused, no rollout is decoded); true: the variance-reduced
+    version with Monte-Carlo rollouts: token y_t's weight is the mean odds of num_rollouts completions of its
+    prefix y_1..y_t (the sequence's own odds at its last token), normalised over the batch at each step."""
+    rollout_update_rate: float = ranged(0.0, UNIT_RIGHT_OPEN)
+    """rollouts=true: as in seqgan, but 0 by default: completions of the current generator, whose mean odds
+    estimate the prefix's importance weight p_data / p_G (a lagged policy's completions would weight another
+    distribution)."""
+    baseline: Literal["batch", "none"] = "batch"
+    """b: batch: the mean of the normalised weights over the batch (1/m for m samples), so the weights minus b sum
+    to zero at each step; none: b = 0, the plain importance-weighted likelihood (every sample pushed up)."""
+
+
+@dataclass
+class DGSANConfig(Section):
+    """``adversarial.method: dgsan`` (DGSAN, Montahaei et al. 2019, arXiv 1908.09127): no discriminator network.
+    The discriminator is ``D(x) = p_G(x) / (p_G(x) + p_old(x))`` from the generator and a frozen copy of an
+    earlier generator, ``p_old``; the generator minimises that discriminator's binary cross-entropy, real
+    sentences against samples of ``p_old``. ``p_old`` starts as the generator the stage starts from and is
+    replaced by the generator on the schedule below. The checkpoint's discriminator is not used (it is carried
+    through unchanged). The settings of :class:`~seqgan.trainers.dgsan.DGSANTrainer`."""
+
+    section: ClassVar[str] = "dgsan"
+
+    batch_size: int = ranged(64, AT_LEAST_ONE)
+    """Real sentences per update, and as many samples of p_old (the authors' code: 128)."""
+    steps_per_epoch: int = ranged(0, NON_NEGATIVE)
+    """Updates per adversarial epoch; 0: one pass over the training split in a shuffled order (the authors'
+    epoch, after which their schedule is counted)."""
+    g_lr: float = ranged(1e-3, POSITIVE)
+    """Adam learning rate of the generator (the authors' code: 1e-3)."""
+    grad_clip: float = ranged(0.0, NON_NEGATIVE)
+    """Generator gradient-norm clipping (0 disables; the authors' code does not clip)."""
+    refresh_every: int = ranged(0, NON_NEGATIVE)
+    """p_old <- p_G after every this many epochs; 0: the authors' automatic rule: after an epoch, when the
+    standard deviation of the last refresh_window epochs' mean losses is below refresh_tol and more than
+    refresh_min_epochs epochs passed since the last refresh, or when refresh_max_epochs passed."""
+    refresh_window: int = ranged(20, Range(2))
+    """Automatic rule: epochs whose mean losses are compared (the authors' code: 20)."""
+    refresh_tol: float = ranged(3e-3, NON_NEGATIVE)
+    """Automatic rule: the loss has converged when the window's standard deviation is below this (the authors'
+    code: 3e-3)."""
+    refresh_min_epochs: int = ranged(10, NON_NEGATIVE)
+    """Automatic rule: no refresh until more than this many epochs passed since the last (the authors' code:
+    10)."""
+    refresh_max_epochs: int = ranged(100, AT_LEAST_ONE)
+    """Automatic rule: refresh when this many epochs passed since the last, converged or not (the authors' code:
+    100)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.refresh_min_epochs >= self.refresh_max_epochs:
+            raise ConfigError(
+                f"dgsan.refresh_min_epochs ({self.refresh_min_epochs}) must be below dgsan.refresh_max_epochs "
+                f"({self.refresh_max_epochs})"
+            )
 
 
 @dataclass
@@ -867,6 +944,8 @@ METHODS: dict[str, Method] = {
     "gumbel": Method("gumbel", "cnn", ("cnn", "rnn", "relgan"), True),
     "scratchgan": Method("scratchgan", "rnn", ("rnn",), False),
     "coldgan": Method("coldgan", "cnn", ("cnn", "rnn", "relgan", "minilm"), True),
+    "maligan": Method("maligan", "cnn", ("cnn", "rnn", "relgan", "minilm"), True),
+    "dgsan": Method("dgsan", "cnn", ("cnn", "rnn"), True),
     "sentigan": Method("sentigan", "cnn", ("cnn",), True, ("category",)),
     "catgan": Method("catgan", "cnn", ("cnn",), True, ("category",)),
 }
@@ -912,6 +991,8 @@ class Config:
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     seqgan: SeqGANConfig = field(default_factory=SeqGANConfig)
     coldgan: ColdGANConfig = field(default_factory=ColdGANConfig)
+    maligan: MaliGANConfig = field(default_factory=MaliGANConfig)
+    dgsan: DGSANConfig = field(default_factory=DGSANConfig)
     gumbel: GumbelConfig = field(default_factory=GumbelConfig)
     scratchgan: ScratchGANConfig = field(default_factory=ScratchGANConfig)
     sentigan: SentiGANConfig = field(default_factory=SentiGANConfig)

@@ -47,6 +47,7 @@ Engine (:class:`MonteCarloRollout`), for a batch ``tokens`` ``(B, T)``:
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -170,6 +171,7 @@ class MonteCarloRollout:
         discriminator: nn.Module,
         num_rollouts: int,
         rng: torch.Generator | None = None,
+        score: str = "sigmoid",
     ) -> torch.Tensor:
         """Rewards of sampled sequences.
 
@@ -178,16 +180,22 @@ class MonteCarloRollout:
             discriminator: ``(N, T)`` ids -> ``(N,)`` logits (real = positive), run in eval mode.
             num_rollouts: ``R``, completions per prefix; 0: no rollouts (sequence-level reward).
             rng: ``torch.Generator`` for the draws; defaults to the one given at construction.
+            score: what is averaged over a prefix's completions: ``"sigmoid"``, the probability ``sigmoid(D)``
+                (SeqGAN); ``"logit"``, the odds ``D / (1 - D) = exp(logit)`` (MaliGAN's importance weight),
+                returned as the log of their mean (``logsumexp(logits) - log R``, stable for any logit).
         Returns:
             ``(B, T)`` float rewards: column ``t - 1`` (token ``y_t``) holds the mean of ``sigmoid(D)`` over the
             ``R`` completions of ``y_1 .. y_t`` for ``t < L`` (``L`` = real tokens, EOS included), column
-            ``L - 1`` holds ``sigmoid(D(tokens))``, later columns 0. With ``R = 0`` every column ``< L`` holds
-            ``sigmoid(D(tokens))``.
+            ``L - 1`` holds ``sigmoid(D(tokens))``, later columns 0. With ``score="logit"``: the log of the mean
+            odds of the completions, and ``D(tokens)``'s logit in column ``L - 1``. With ``R = 0`` every column
+            ``< L`` holds the score of ``D(tokens)`` (a sequence-level reward).
         """
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (B, T), got shape {tuple(tokens.shape)}")
         if num_rollouts < 0:
             raise ValueError(f"num_rollouts must be >= 0, got {num_rollouts}")
+        if score not in ("sigmoid", "logit"):
+            raise ValueError(f"score must be 'sigmoid' or 'logit', got {score!r}")
         rng = self.rng if rng is None else rng
         policy = self.policy
         tokens = tokens.to(policy.device)
@@ -198,14 +206,15 @@ class MonteCarloRollout:
         discriminator.eval()
         try:
             rewards = torch.zeros(batch, seq_len, device=tokens.device)
-            whole = torch.sigmoid(discriminator(tokens).float().view(-1))  # (B,)
-            if num_rollouts == 0:  # sequence-level reward: every real token gets sigmoid(D(y))
+            whole = discriminator(tokens).float().view(-1)  # (B,) logits
+            whole = torch.sigmoid(whole) if score == "sigmoid" else whole
+            if num_rollouts == 0:  # sequence-level reward: every real token gets the whole sequence's score
                 steps = torch.arange(seq_len, device=tokens.device)
                 return torch.where(steps[None, :] < lengths[:, None], whole[:, None], rewards)
             rewards.scatter_(1, (lengths - 1)[:, None], whole[:, None])
             if seq_len > 1 and bool((lengths > 1).any()):
                 rewards[:, :-1] += self._rollout_means(
-                    policy, discriminator, tokens, lengths, num_rollouts, rng
+                    policy, discriminator, tokens, lengths, num_rollouts, rng, score
                 )
         finally:
             policy.train(was_training[0])
@@ -220,8 +229,10 @@ class MonteCarloRollout:
         lengths: torch.Tensor,
         num_rollouts: int,
         rng: torch.Generator | None,
+        score: str = "sigmoid",
     ) -> torch.Tensor:
-        """``(B, T-1)`` mean completion scores, the batch split into :attr:`parts` (see the class docstring)."""
+        """``(B, T-1)`` mean completion scores (see :meth:`__call__`'s ``score``), the batch split into
+        :attr:`parts` (see the class docstring)."""
         batch = tokens.shape[0]
         decoder = make_decoder(policy, self.temperature, self.fast)
         num_parts = min(self.parts, batch) if decoder.fused else 1
@@ -238,7 +249,9 @@ class MonteCarloRollout:
         def part(i: int, part_decoder: Decoder) -> torch.Tensor:
             lo, hi = bounds[i]
             comp = self._complete(policy, part_decoder, tokens[lo:hi], lengths[lo:hi], num_rollouts, rngs[i])
-            return self._score(scorer, tokens[lo:hi], lengths[lo:hi], comp, num_rollouts, offset=lo)
+            return self._score(
+                scorer, tokens[lo:hi], lengths[lo:hi], comp, num_rollouts, offset=lo, score=score
+            )
 
         threads = torch.get_num_threads()
         with decoder:
@@ -313,9 +326,11 @@ class MonteCarloRollout:
         completions: torch.Tensor,
         num_rollouts: int,
         offset: int = 0,
+        score: str = "sigmoid",
     ) -> torch.Tensor:
-        """``(B, T-1)`` mean ``sigmoid(D)`` over the ``R`` completions of each needed prefix (0 elsewhere);
-        ``tokens`` are samples ``offset ..`` of the batch ``scorer`` was built for."""
+        """``(B, T-1)`` mean ``sigmoid(D)`` over the ``R`` completions of each needed prefix (0 elsewhere), or with
+        ``score="logit"`` the log of their mean odds ``log mean exp(D)``; ``tokens`` are samples ``offset ..`` of
+        the batch ``scorer`` was built for."""
         batch, seq_len = tokens.shape
         r = num_rollouts
         t_idx = torch.arange(1, seq_len, device=tokens.device)
@@ -323,14 +338,15 @@ class MonteCarloRollout:
         tt, bb = needed.t().nonzero(as_tuple=True)  # prefixes in (t, b) order: similar lengths together
         t_of, b_of = (tt + 1).repeat_interleave(r), bb.repeat_interleave(r)
         rows = ((bb * (seq_len - 1) + tt)[:, None] * r + torch.arange(r, device=tokens.device)).view(-1)
-        probs = torch.empty(rows.numel(), device=tokens.device)
+        values = torch.empty(rows.numel(), device=tokens.device)
         for start in range(0, rows.numel(), self.score_batch):
             sl = slice(start, start + self.score_batch)
-            probs[sl] = torch.sigmoid(
-                scorer(completions.index_select(0, rows[sl]), b_of[sl] + offset, t_of[sl])
-            )
+            values[sl] = scorer(completions.index_select(0, rows[sl]), b_of[sl] + offset, t_of[sl])
         means = torch.zeros(batch, seq_len - 1, device=tokens.device)
-        means[bb, tt] = probs.view(-1, r).mean(dim=1)
+        if score == "sigmoid":
+            means[bb, tt] = torch.sigmoid(values).view(-1, r).mean(dim=1)
+        else:  # log((1/R) sum_r exp(logit_r)): the log of the mean odds D / (1 - D)
+            means[bb, tt] = torch.logsumexp(values.view(-1, r), dim=1) - math.log(r)
         return means
 
 

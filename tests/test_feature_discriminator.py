@@ -121,7 +121,9 @@ def test_config_accepts_it_for_policy_gradients_only(root):
     load_config(
         root / "recipes/configs/tiny.yaml", [*base, "discriminator.kind=minilm", "adversarial.method=coldgan"]
     )
-    with pytest.raises(ConfigError, match="adversarial.method=gumbel needs discriminator.kind=cnn or rnn or relgan "):
+    with pytest.raises(
+        ConfigError, match="adversarial.method=gumbel needs discriminator.kind=cnn or rnn or relgan "
+    ):
         load_config(
             root / "recipes/configs/tiny.yaml",
             [*base, "discriminator.kind=minilm", "adversarial.method=gumbel"],

@@ -7,6 +7,11 @@
   ``scratchgan``.
 - ``coldgan``: :class:`ColdGANTrainer` (Scialom et al. 2020, arXiv 2006.04643: SeqGAN's policy gradient on a
   colder proposal's samples, importance-weighted), settings ``coldgan``.
+- ``maligan``: :class:`MaliGANTrainer` (Che et al. 2017, arXiv 1702.07983: the policy gradient with the
+  discriminator's odds ``D / (1 - D)`` as importance weights normalised over the batch, minus the batch baseline;
+  per sequence, or per prefix through Monte-Carlo rollouts), settings ``maligan``.
+- ``dgsan``: :class:`DGSANTrainer` (Montahaei et al. 2019, arXiv 1908.09127: no discriminator network,
+  ``D = p_G / (p_G + p_old)`` from the generator and a frozen earlier copy of it), settings ``dgsan``.
 - the conditional task: :class:`ConditionalTrainer` (Li et al. 2017, arXiv 1701.06547), which composes a
   :class:`PolicyGradientTrainer` over (context, response) pairs; settings ``seqgan`` and ``conditional``.
 - the category task: ``sentigan``: :class:`SentiGANTrainer` (Wang & Wan 2018), settings ``sentigan``;
@@ -28,7 +33,9 @@ from seqgan.trainers.base import AdversarialTrainer, NonFiniteGuard, NonFiniteLo
 from seqgan.trainers.catgan import CatGANTrainer
 from seqgan.trainers.coldgan import ColdGANTrainer
 from seqgan.trainers.conditional import ConditionalTrainer
+from seqgan.trainers.dgsan import DGSANTrainer
 from seqgan.trainers.gumbel import GumbelTrainer
+from seqgan.trainers.maligan import MaliGANTrainer
 from seqgan.trainers.scratchgan import ScratchGANTrainer
 from seqgan.trainers.sentigan import SentiGANTrainer
 from seqgan.trainers.seqgan import PolicyGradientTrainer
@@ -38,7 +45,9 @@ __all__ = [
     "CatGANTrainer",
     "ColdGANTrainer",
     "ConditionalTrainer",
+    "DGSANTrainer",
     "GumbelTrainer",
+    "MaliGANTrainer",
     "NonFiniteGuard",
     "NonFiniteLossError",
     "PolicyGradientTrainer",
@@ -53,6 +62,8 @@ TRAINERS: dict[str, type[AdversarialTrainer]] = {
     "gumbel": GumbelTrainer,
     "scratchgan": ScratchGANTrainer,
     "coldgan": ColdGANTrainer,
+    "maligan": MaliGANTrainer,
+    "dgsan": DGSANTrainer,
     "sentigan": SentiGANTrainer,
     "catgan": CatGANTrainer,
 }
