@@ -7,7 +7,9 @@ conditional encoder-decoders ``seq2seq`` (:class:`~seqgan.models.seq2seq.Seq2Seq
 ``class_lstm`` (:class:`~seqgan.models.class_conditional.ClassLSTM`) and ``lstm_per_class``
 (:class:`~seqgan.models.class_conditional.LSTMPerClass`). Discriminators: ``cnn`` (:class:`CNNDiscriminator`;
 with ``num_outputs = k + 1`` the category task's multi-class one), ``rnn`` (:class:`RNNDiscriminator`, one logit
-per prefix) and ``pair_cnn`` (:class:`~seqgan.models.pair_discriminator.PairDiscriminator`, D(context, response)).
+per prefix), ``lm`` (:class:`LMDiscriminator`, a language model over the generator's ids: DPGAN's
+discriminator, CoT's mediator) and ``pair_cnn`` (:class:`~seqgan.models.pair_discriminator.PairDiscriminator`,
+D(context, response)).
 
 :func:`build_generator` / :func:`build_discriminator` make fresh models from a :class:`~seqgan.config.Config`;
 :func:`generator_class` / :func:`discriminator_class` give the class of a checkpoint spec's ``kind`` (every model
@@ -21,6 +23,7 @@ from torch import nn
 from seqgan.models.base import Generator
 from seqgan.models.class_conditional import ClassBoundDiscriminator, ClassLSTM, LSTMPerClass
 from seqgan.models.discriminator import CNNDiscriminator
+from seqgan.models.lm_discriminator import LMDiscriminator
 from seqgan.models.lstm import LSTMGenerator
 from seqgan.models.pair_discriminator import BoundDiscriminator, PairDiscriminator
 from seqgan.models.rnn_discriminator import RNNDiscriminator
@@ -35,6 +38,7 @@ __all__ = [
     "ConditionalGenerator",
     "LSTMPerClass",
     "Generator",
+    "LMDiscriminator",
     "LSTMGenerator",
     "PairDiscriminator",
     "RNNDiscriminator",
@@ -77,7 +81,12 @@ def generator_class(kind: str) -> type[nn.Module]:
 
 def discriminator_class(kind: str) -> type[nn.Module]:
     """The discriminator class of a spec's ``kind`` (a spec without one is a CNN); ValueError when unknown."""
-    kinds = {"cnn": CNNDiscriminator, "rnn": RNNDiscriminator, "pair_cnn": PairDiscriminator}
+    kinds = {
+        "cnn": CNNDiscriminator,
+        "rnn": RNNDiscriminator,
+        "lm": LMDiscriminator,
+        "pair_cnn": PairDiscriminator,
+    }
     if kind not in kinds:
         raise ValueError(f"unknown discriminator kind {kind!r} (known: {', '.join(kinds)})")
     return kinds[kind]
@@ -181,6 +190,11 @@ def build_discriminator(cfg, tokenizer, classes: list[str] | None = None) -> nn.
             tokenizer.pad_id,
             eos_id=tokenizer.eos_id,
         )
+    if cfg.discriminator_kind == "lm":  # over the generator's ids, with its special tokens
+        return LMDiscriminator(
+            tokenizer.vocab_size, d.embed_dim, d.hidden_dim, d.num_layers, d.dropout, tokenizer.pad_id,
+            tokenizer.bos_id, tokenizer.eos_id,
+        )  # fmt: skip
     if cfg.discriminator_kind == "rnn":
         return RNNDiscriminator(
             tokenizer.vocab_size, d.embed_dim, d.hidden_dim, d.num_layers, d.dropout, pad_id, tokenizer.eos_id

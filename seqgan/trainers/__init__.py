@@ -7,6 +7,10 @@
   ``scratchgan``.
 - ``coldgan``: :class:`ColdGANTrainer` (Scialom et al. 2020, arXiv 2006.04643: SeqGAN's policy gradient on a
   colder proposal's samples, importance-weighted), settings ``coldgan``.
+- ``cot``: :class:`CoTTrainer` (Lu et al. 2019, arXiv 1804.03782: cooperative training, the generator's per-step
+  KL over the vocabulary to a mediator language model of the real/generated mix), settings ``cot``.
+- ``dpgan``: :class:`DPGANTrainer` (Xu et al. 2018, arXiv 1802.01345: a language-model discriminator, novelty
+  rewards), settings ``dpgan``.
 - the conditional task: :class:`ConditionalTrainer` (Li et al. 2017, arXiv 1701.06547), which composes a
   :class:`PolicyGradientTrainer` over (context, response) pairs; settings ``seqgan`` and ``conditional``.
 - the category task: ``sentigan``: :class:`SentiGANTrainer` (Wang & Wan 2018), settings ``sentigan``;
@@ -28,6 +32,8 @@ from seqgan.trainers.base import AdversarialTrainer, NonFiniteGuard, NonFiniteLo
 from seqgan.trainers.catgan import CatGANTrainer
 from seqgan.trainers.coldgan import ColdGANTrainer
 from seqgan.trainers.conditional import ConditionalTrainer
+from seqgan.trainers.cot import CoTTrainer
+from seqgan.trainers.dpgan import DPGANTrainer
 from seqgan.trainers.gumbel import GumbelTrainer
 from seqgan.trainers.scratchgan import ScratchGANTrainer
 from seqgan.trainers.sentigan import SentiGANTrainer
@@ -36,8 +42,10 @@ from seqgan.trainers.seqgan import PolicyGradientTrainer
 __all__ = [
     "AdversarialTrainer",
     "CatGANTrainer",
+    "CoTTrainer",
     "ColdGANTrainer",
     "ConditionalTrainer",
+    "DPGANTrainer",
     "GumbelTrainer",
     "NonFiniteGuard",
     "NonFiniteLossError",
@@ -53,6 +61,8 @@ TRAINERS: dict[str, type[AdversarialTrainer]] = {
     "gumbel": GumbelTrainer,
     "scratchgan": ScratchGANTrainer,
     "coldgan": ColdGANTrainer,
+    "cot": CoTTrainer,
+    "dpgan": DPGANTrainer,
     "sentigan": SentiGANTrainer,
     "catgan": CatGANTrainer,
 }
