@@ -215,8 +215,8 @@ def lm_mixture_objective(lm: nn.Module, real: torch.Tensor, fake: torch.Tensor):
     loss = mediator_loss(lp_r, mask_r, lp_f, mask_f)
     return loss, {
         "discriminator/loss": loss.item(),
-        "discriminator/nll_real": float(-lp_r[mask_r].mean()),
-        "discriminator/nll_fake": float(-lp_f[mask_f].mean()),
+        "discriminator/nll_real": float(-lp_r.detach()[mask_r].mean()),
+        "discriminator/nll_fake": float(-lp_f.detach()[mask_f].mean()),
     }
 
 
