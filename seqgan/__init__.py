@@ -5,15 +5,16 @@ The public API, loaded on first use (``import seqgan`` itself imports neither to
 changes no process state; see :mod:`seqgan.runtime` for the thread settings the recipes apply):
 
 - configuration: :class:`Config`, :func:`load_config`, the method sections :class:`SeqGANConfig`,
-  :class:`GumbelConfig`, :class:`ScratchGANConfig` and the task section :class:`ConditionalConfig`;
+  :class:`GumbelConfig`, :class:`ScratchGANConfig`, :class:`CoTConfig`, :class:`DPGANConfig` and the task section :class:`ConditionalConfig`;
 - data: :class:`WordTokenizer`, :class:`SentencePieceTokenizer`, :class:`HFTokenizer`;
 - models: :class:`Generator`, :class:`LSTMGenerator`, :class:`RMCGenerator`, :class:`TransformerGenerator`,
   :class:`Seq2SeqLSTM`, :class:`Seq2SeqTransformer`, :class:`CNNDiscriminator`, :class:`RelGANDiscriminator`,
-  :class:`RNNDiscriminator`, :class:`PairDiscriminator`;
+  :class:`RNNDiscriminator`, :class:`LMDiscriminator`, :class:`PairDiscriminator`;
 - decoding: :func:`sample`, :class:`Samples`, :class:`MonteCarloRollout`;
 - training: :class:`PolicyGradientTrainer`, :class:`GumbelTrainer`, :class:`ScratchGANTrainer`,
-  :class:`ConditionalTrainer`, :class:`MaliGANTrainer`, :class:`DGSANTrainer`, :func:`build_trainer`; the
-  loop: :func:`fit`, :class:`Callback`, :class:`EarlyStopping`, :class:`FitState`;
+  :class:`ConditionalTrainer`, :class:`MaliGANTrainer`, :class:`DGSANTrainer`, :class:`CoTTrainer`,
+  :class:`DPGANTrainer`, :func:`build_trainer`; the loop: :func:`fit`, :class:`Callback`,
+  :class:`EarlyStopping`, :class:`FitState`;
 - runs and checkpoints: :func:`load_run`, :func:`prepare_data`, :func:`evaluation`, :func:`load_checkpoint`,
   :func:`save_checkpoint`, :func:`seed_everything`.
 """
@@ -31,6 +32,8 @@ _EXPORTS = {
     "SeqGANConfig": "seqgan.config",
     "GumbelConfig": "seqgan.config",
     "ScratchGANConfig": "seqgan.config",
+    "CoTConfig": "seqgan.config",
+    "DPGANConfig": "seqgan.config",
     "ConditionalConfig": "seqgan.config",
     "WordTokenizer": "seqgan.data.tokenizers",
     "SentencePieceTokenizer": "seqgan.data.tokenizers",
@@ -44,6 +47,7 @@ _EXPORTS = {
     "CNNDiscriminator": "seqgan.models.discriminator",
     "RelGANDiscriminator": "seqgan.models.relgan_discriminator",
     "RNNDiscriminator": "seqgan.models.rnn_discriminator",
+    "LMDiscriminator": "seqgan.models.lm_discriminator",
     "PairDiscriminator": "seqgan.models.pair_discriminator",
     "sample": "seqgan.sampling",
     "Samples": "seqgan.sampling",
@@ -51,6 +55,8 @@ _EXPORTS = {
     "PolicyGradientTrainer": "seqgan.trainers.seqgan",
     "GumbelTrainer": "seqgan.trainers.gumbel",
     "ScratchGANTrainer": "seqgan.trainers.scratchgan",
+    "CoTTrainer": "seqgan.trainers.cot",
+    "DPGANTrainer": "seqgan.trainers.dpgan",
     "ConditionalTrainer": "seqgan.trainers.conditional",
     "MaliGANTrainer": "seqgan.trainers.maligan",
     "DGSANTrainer": "seqgan.trainers.dgsan",

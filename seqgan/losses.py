@@ -10,7 +10,9 @@ loss family of RelGAN (Nie et al. 2019): standard, relativistic (RSGAN), least s
 weight clipping, and the WGAN-GP gradient penalty (:func:`gan_d_loss`, :func:`gan_g_loss`); the category task's
 multi-class pieces: the (k+1)-class discriminator targets and cross-entropy of SentiGAN (Wang & Wan 2018), its
 penalty-based generator loss, the one-vs-rest logit whose sigmoid is a class probability, and CatGAN's class
-scores (Liu et al. 2020, arXiv 1911.06641).
+scores (Liu et al. 2020, arXiv 1911.06641); the language-model discriminator's objectives: CoT's KL over the
+vocabulary and its mediator's loss on the balanced mixture (Lu et al. 2019, arXiv 1804.03782), DPGAN's novelty
+rewards and its discriminator's loss (Xu et al. 2018, arXiv 1802.01345).
 """
 
 from __future__ import annotations
@@ -550,3 +552,107 @@ def sentigan_penalty_loss(
     weight = lp.exp() if form == "probability" else lp
     terms = (weight * penalties.detach().to(lp.dtype)).masked_fill(~mask, 0.0)
     return terms.sum() / mask.sum().clamp(min=1).to(lp.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Language-model discriminators: CoT (Lu et al. 2019) and DPGAN (Xu et al. 2018)
+
+
+def vocabulary_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """``KL(p || q) = sum_v p(v) (log p(v) - log q(v))`` over the whole vocabulary at each position.
+
+    Ids outside ``p``'s support (``log p = -inf``, e.g. PAD and BOS) add nothing, whatever ``q`` gives them.
+    Exact, with gradient to both arguments (CoT differentiates it through ``p``, the generator).
+
+    Args:
+        log_p: ``(N, V)`` log-distributions.
+        log_q: ``(N, V)`` log-distributions (finite wherever ``p > 0``).
+    Returns:
+        ``(N,)`` KL divergences in nats.
+    """
+    support = torch.isfinite(log_p)
+    p = log_p.exp()  # 0 outside the support
+    diff = log_p.masked_fill(~support, 0.0) - log_q.masked_fill(~support, 0.0)
+    return (p * diff).sum(dim=-1)
+
+
+def sentence_nll(token_log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` negative log-likelihood of each sequence, ``-sum_t log M(y_t | y_<t)`` over its real tokens."""
+    return -token_log_probs.masked_fill(~mask.bool(), 0.0).sum(dim=1)
+
+
+def mediator_loss(
+    real_log_probs: torch.Tensor,
+    real_mask: torch.Tensor,
+    fake_log_probs: torch.Tensor,
+    fake_mask: torch.Tensor,
+) -> torch.Tensor:
+    """CoT's mediator objective (Lu et al. 2019), to be minimised: maximum likelihood on the balanced
+    mixture ``(P + G) / 2`` of real and generated sentences,
+    ``J_m = -1/2 E_{s~P}[log M(s)] - 1/2 E_{s~G}[log M(s)]``, each expectation the mean over its sentences of
+    their summed token log-likelihoods (so each source weighs one half, whatever the batch sizes).
+
+    Args:
+        real_log_probs, fake_log_probs: ``(B, T)`` / ``(B', T')`` mediator log-probabilities of the tokens.
+        real_mask, fake_mask: their real tokens.
+    Returns:
+        Scalar loss in nats per sentence.
+    """
+    return (
+        0.5 * sentence_nll(real_log_probs, real_mask).mean()
+        + 0.5 * sentence_nll(fake_log_probs, fake_mask).mean()
+    )
+
+
+def sentence_cross_entropy(token_log_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` mean cross-entropy per real token of each sequence, ``-1/|y| sum_t log D(y_t | y_<t)``."""
+    mask = mask.bool()
+    return sentence_nll(token_log_probs, mask) / mask.sum(dim=1).clamp(min=1).to(token_log_probs.dtype)
+
+
+def novelty_rewards(
+    token_log_probs: torch.Tensor, mask: torch.Tensor, discount: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DPGAN's rewards (Xu et al. 2018) from a language-model discriminator's log-probabilities.
+
+    The word-level reward is the token's cross-entropy under the discriminator, ``r_t = -log D(y_t | y_<t)``
+    (novel to it: high); the sentence-level reward is their mean ``R(y) = 1/|y| sum_t r_t``; the reward a token is
+    trained on is the sentence's reward times the discounted word-level rewards from it on,
+    ``Q_t = R(y) * sum_{s >= t} discount^(s - t) r_s``.
+
+    Args:
+        token_log_probs: ``(B, T)`` discriminator log-probabilities of the sampled tokens (detached here).
+        mask: ``(B, T)`` True for real tokens.
+        discount: gamma in ``[0, 1]``.
+    Returns:
+        ``(B, T)`` word-level rewards (0 at padding), ``(B,)`` sentence-level rewards, ``(B, T)`` ``Q_t``.
+    """
+    mask = mask.bool()
+    word = (-token_log_probs.detach()).masked_fill(~mask, 0.0)
+    sentence = sentence_cross_entropy(token_log_probs.detach(), mask)
+    return word, sentence, discounted_returns(word, mask, discount) * sentence[:, None]
+
+
+def dpgan_discriminator_loss(
+    real_log_probs: torch.Tensor,
+    real_mask: torch.Tensor,
+    fake_log_probs: torch.Tensor,
+    fake_mask: torch.Tensor,
+    real_weight: float = 1.0,
+) -> torch.Tensor:
+    """DPGAN's discriminator objective (Xu et al. 2018), to be minimised:
+    ``E_{y~G}[R(y)] - real_weight * E_{y~data}[R(y)]`` with ``R`` the sentence-level reward
+    (:func:`sentence_cross_entropy`): the language model learns the generated sentences (their reward falls:
+    what the generator repeats stops being novel) and unlearns the real ones (their reward rises).
+    ``real_weight = 1`` is the paper's objective.
+
+    Args:
+        real_log_probs, fake_log_probs: ``(B, T)`` / ``(B', T')`` discriminator log-probabilities, with gradient.
+        real_mask, fake_mask: their real tokens.
+        real_weight: the weight of the real sentences' term.
+    Returns:
+        Scalar loss.
+    """
+    fake = sentence_cross_entropy(fake_log_probs, fake_mask).mean()
+    real = sentence_cross_entropy(real_log_probs, real_mask).mean()
+    return fake - real_weight * real

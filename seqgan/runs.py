@@ -55,7 +55,7 @@ from seqgan.sampling import sample
 from seqgan.trainers.base import NonFiniteGuard
 from seqgan.trainers.category import multiclass_discriminator_round, sample_class
 from seqgan.trainers.conditional import pair_discriminator_round, sample_responses
-from seqgan.trainers.steps import discriminator_accuracy, discriminator_epochs, mle_step
+from seqgan.trainers.steps import PRETRAIN_OBJECTIVES, mle_step
 
 __all__ = [
     "CategoryTask",
@@ -265,9 +265,15 @@ class SentenceTask(Task):
         sample_rng,
         guard,
     ) -> dict[str, float]:
-        fake = sample(generator, num, cfg.data.max_len, rng=sample_rng, batch_size=1024).tokens
-        real = train[torch.randperm(len(train), generator=data_rng)[:num]].to(fake.device)
-        return discriminator_epochs(
+        """The method's discriminator objective (:data:`~seqgan.trainers.steps.PRETRAIN_OBJECTIVES`, named by
+        ``Method.d_pretrain``) on ``num`` real sentences and, when it needs them, ``num`` fresh samples."""
+        objective = PRETRAIN_OBJECTIVES[cfg.method.d_pretrain]
+        device = generator.device
+        fake = None
+        if objective.needs_samples:
+            fake = sample(generator, num, cfg.data.max_len, rng=sample_rng, batch_size=1024).tokens
+        real = train[torch.randperm(len(train), generator=data_rng)[:num]].to(device)
+        return objective.train(
             discriminator, optimizer, real, fake, epochs, batch_size, data_rng, guard,
             by_length=cfg.discriminator.batch_by_length,
         )  # fmt: skip
@@ -277,7 +283,7 @@ class SentenceTask(Task):
             return {}
         test = data.splits["test"][: cfg.pretrain.d_num_negatives].to(generator.device)
         fresh = sample(generator, len(test), cfg.data.max_len, rng=rng, batch_size=1024).tokens
-        return discriminator_accuracy(discriminator, test, fresh)
+        return PRETRAIN_OBJECTIVES[cfg.method.d_pretrain].heldout(discriminator, test, fresh)
 
     def evaluate(self, generator, data, cfg, seed, evaluator=None) -> dict[str, float]:
         """BLEU-2..5, Self-BLEU-2..5, NLL_test (NLL_oracle for oracle runs) of ``adversarial.eval_num_samples``

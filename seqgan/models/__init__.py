@@ -9,7 +9,8 @@ encoder-decoders ``seq2seq`` (:class:`~seqgan.models.seq2seq.Seq2SeqLSTM`) and `
 (:class:`~seqgan.models.class_conditional.LSTMPerClass`). Discriminators: ``cnn`` (:class:`CNNDiscriminator`;
 with ``num_outputs = k + 1`` the category task's multi-class one), ``rnn`` (:class:`RNNDiscriminator`, one logit
 per prefix), ``relgan`` (:class:`~seqgan.models.relgan_discriminator.RelGANDiscriminator`, RelGAN's CNN over
-several embedded representations, one logit per representation), ``pair_cnn``
+several embedded representations, one logit per representation), ``lm`` (:class:`LMDiscriminator`, a language
+model over the generator's ids: DPGAN's discriminator, CoT's mediator), ``pair_cnn``
 (:class:`~seqgan.models.pair_discriminator.PairDiscriminator`, D(context, response)) and ``minilm``
 (:class:`~seqgan.models.feature_discriminator.SentenceFeatureDiscriminator`, a trained head on a frozen
 pretrained sentence encoder).
@@ -27,6 +28,7 @@ from seqgan.models.base import Generator
 from seqgan.models.class_conditional import ClassBoundDiscriminator, ClassLSTM, LSTMPerClass
 from seqgan.models.discriminator import CNNDiscriminator
 from seqgan.models.feature_discriminator import SentenceFeatureDiscriminator
+from seqgan.models.lm_discriminator import LMDiscriminator
 from seqgan.models.lstm import LSTMGenerator
 from seqgan.models.pair_discriminator import BoundDiscriminator, PairDiscriminator
 from seqgan.models.relgan_discriminator import RelGANDiscriminator
@@ -43,6 +45,7 @@ __all__ = [
     "ConditionalGenerator",
     "LSTMPerClass",
     "Generator",
+    "LMDiscriminator",
     "LSTMGenerator",
     "PairDiscriminator",
     "RMCGenerator",
@@ -93,6 +96,7 @@ def discriminator_class(kind: str) -> type[nn.Module]:
         "cnn": CNNDiscriminator,
         "rnn": RNNDiscriminator,
         "relgan": RelGANDiscriminator,
+        "lm": LMDiscriminator,
         "pair_cnn": PairDiscriminator,
         "minilm": SentenceFeatureDiscriminator,
     }
@@ -211,6 +215,11 @@ def build_discriminator(cfg, tokenizer, classes: list[str] | None = None) -> nn.
         return RelGANDiscriminator(
             tokenizer.vocab_size, d.embed_dim, d.num_rep, d.filter_sizes, d.num_filters, d.dropout, d.highway,
             pad_id, tokenizer.eos_id,
+        )  # fmt: skip
+    if cfg.discriminator_kind == "lm":  # over the generator's ids, with its special tokens
+        return LMDiscriminator(
+            tokenizer.vocab_size, d.embed_dim, d.hidden_dim, d.num_layers, d.dropout, tokenizer.pad_id,
+            tokenizer.bos_id, tokenizer.eos_id,
         )  # fmt: skip
     if cfg.discriminator_kind == "rnn":
         return RNNDiscriminator(

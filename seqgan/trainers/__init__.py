@@ -12,6 +12,10 @@
   per sequence, or per prefix through Monte-Carlo rollouts), settings ``maligan``.
 - ``dgsan``: :class:`DGSANTrainer` (Montahaei et al. 2019, arXiv 1908.09127: no discriminator network,
   ``D = p_G / (p_G + p_old)`` from the generator and a frozen earlier copy of it), settings ``dgsan``.
+- ``cot``: :class:`CoTTrainer` (Lu et al. 2019, arXiv 1804.03782: cooperative training, the generator's per-step
+  KL over the vocabulary to a mediator language model of the real/generated mix), settings ``cot``.
+- ``dpgan``: :class:`DPGANTrainer` (Xu et al. 2018, arXiv 1802.01345: a language-model discriminator, novelty
+  rewards), settings ``dpgan``.
 - the conditional task: :class:`ConditionalTrainer` (Li et al. 2017, arXiv 1701.06547), which composes a
   :class:`PolicyGradientTrainer` over (context, response) pairs; settings ``seqgan`` and ``conditional``.
 - the category task: ``sentigan``: :class:`SentiGANTrainer` (Wang & Wan 2018), settings ``sentigan``;
@@ -33,7 +37,9 @@ from seqgan.trainers.base import AdversarialTrainer, NonFiniteGuard, NonFiniteLo
 from seqgan.trainers.catgan import CatGANTrainer
 from seqgan.trainers.coldgan import ColdGANTrainer
 from seqgan.trainers.conditional import ConditionalTrainer
+from seqgan.trainers.cot import CoTTrainer
 from seqgan.trainers.dgsan import DGSANTrainer
+from seqgan.trainers.dpgan import DPGANTrainer
 from seqgan.trainers.gumbel import GumbelTrainer
 from seqgan.trainers.maligan import MaliGANTrainer
 from seqgan.trainers.scratchgan import ScratchGANTrainer
@@ -43,9 +49,11 @@ from seqgan.trainers.seqgan import PolicyGradientTrainer
 __all__ = [
     "AdversarialTrainer",
     "CatGANTrainer",
+    "CoTTrainer",
     "ColdGANTrainer",
     "ConditionalTrainer",
     "DGSANTrainer",
+    "DPGANTrainer",
     "GumbelTrainer",
     "MaliGANTrainer",
     "NonFiniteGuard",
@@ -64,6 +72,8 @@ TRAINERS: dict[str, type[AdversarialTrainer]] = {
     "coldgan": ColdGANTrainer,
     "maligan": MaliGANTrainer,
     "dgsan": DGSANTrainer,
+    "cot": CoTTrainer,
+    "dpgan": DPGANTrainer,
     "sentigan": SentiGANTrainer,
     "catgan": CatGANTrainer,
 }

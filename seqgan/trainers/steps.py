@@ -1,5 +1,7 @@
 """Updates shared by pretraining and the adversarial trainers: the MLE step, the discriminator's BCE step and
-its epochs over length-bucketed batches, and held-out discriminator accuracy.
+its epochs over length-bucketed batches, and held-out discriminator accuracy; the language-model discriminator's
+epochs under any of its objectives (:func:`lm_epochs`), and the discriminator objectives pretraining can run
+(:data:`PRETRAIN_OBJECTIVES`, named by each method's :class:`~seqgan.config.Method` entry).
 
 Every update goes through :func:`~seqgan.trainers.base.guarded_update` (NaN/inf never applied; the guard's
 policy stops or skips).
@@ -7,18 +9,27 @@ policy stops or skips).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from seqgan.losses import discriminator_bce, sequence_nll
+from seqgan.losses import discriminator_bce, mediator_loss, sentence_cross_entropy, sequence_nll
 from seqgan.models.base import Generator
 from seqgan.trainers.base import NonFiniteGuard, guarded_update
 
 __all__ = [
+    "PRETRAIN_OBJECTIVES",
+    "PretrainObjective",
     "discriminator_accuracy",
     "discriminator_epochs",
     "discriminator_step",
     "length_batches",
+    "lm_epochs",
+    "lm_heldout",
+    "lm_mixture_objective",
+    "lm_real_objective",
     "mle_step",
 ]
 
@@ -180,3 +191,119 @@ def discriminator_accuracy(
         "discriminator/eval_acc_real": float(acc_real.float().mean()),
         "discriminator/eval_acc_fake": float(acc_fake.float().mean()),
     }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The language-model discriminator (discriminator.kind=lm): objectives and epochs
+
+LMObjective = Callable[[nn.Module, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, dict[str, float]]]
+"""``(lm, real (B, T), fake (B', T) or None) -> (scalar loss with gradient, metrics)``."""
+
+
+def lm_real_objective(lm: nn.Module, real: torch.Tensor, fake: torch.Tensor | None = None):
+    """Maximum likelihood on real sentences (DPGAN's pretraining): the mean NLL per real token."""
+    mask = lm.mask(real)
+    nll = -lm.token_log_probs(real, mask)[mask].mean()
+    return nll, {"discriminator/nll_real": nll.item()}
+
+
+def lm_mixture_objective(lm: nn.Module, real: torch.Tensor, fake: torch.Tensor):
+    """CoT's mediator loss on the balanced mixture of real and generated sentences
+    (:func:`~seqgan.losses.mediator_loss`), with the per-token NLL of each half as metrics."""
+    mask_r, mask_f = lm.mask(real), lm.mask(fake)
+    lp_r, lp_f = lm.token_log_probs(real, mask_r), lm.token_log_probs(fake, mask_f)
+    loss = mediator_loss(lp_r, mask_r, lp_f, mask_f)
+    return loss, {
+        "discriminator/loss": loss.item(),
+        "discriminator/nll_real": float(-lp_r.detach()[mask_r].mean()),
+        "discriminator/nll_fake": float(-lp_f.detach()[mask_f].mean()),
+    }
+
+
+def lm_epochs(
+    lm: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    real: torch.Tensor,
+    fake: torch.Tensor | None,
+    epochs: int,
+    batch_size: int,
+    rng: torch.Generator,
+    guard: NonFiniteGuard | None,
+    objective: LMObjective,
+    grad_clip: float = 0.0,
+) -> dict[str, float]:
+    """``epochs`` passes of ``objective`` over batches of ``real`` ``(N, T)`` (and, when given, as many rows of
+    ``fake`` ``(M, T)``, drawn independently) in ``rng``'s order, in train mode; returns the mean metrics.
+
+    Each batch is one guarded update (``guard``: NaN/inf never applied) clipped to ``grad_clip`` (0: none).
+    """
+    guard = guard or NonFiniteGuard("stop")
+    lm.train()
+    n = real.shape[0] if fake is None else min(real.shape[0], fake.shape[0])
+    sums: dict[str, float] = {}
+    count = 0
+    for _ in range(epochs):
+        groups = length_batches(real if fake is None else (real, fake), n, batch_size, rng)
+        for group in groups:
+            r, f = (real[group], None) if fake is None else (real[group[0]], fake[group[1]])
+            loss, metrics = objective(lm, r, f)
+            guarded_update(
+                loss, optimizer, lm.parameters(), guard, "discriminator", grad_clip,
+                what="language-model discriminator loss / gradient; lower the discriminator's learning rate",
+            )  # fmt: skip
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def lm_heldout(
+    lm: nn.Module, real: torch.Tensor, fake: torch.Tensor, batch_size: int = 512
+) -> dict[str, float]:
+    """Eval-mode mean cross-entropy per sentence (its mean per-token NLL) of held-out real and of generated
+    sentences: ``discriminator/eval_nll_real``, ``discriminator/eval_nll_fake``."""
+    was_training = lm.training
+    lm.eval()
+    try:
+        out = {}
+        for name, rows in (("real", real), ("fake", fake)):
+            ce = [
+                sentence_cross_entropy(
+                    lm.token_log_probs(rows[i : i + batch_size]), lm.mask(rows[i : i + batch_size])
+                )
+                for i in range(0, len(rows), batch_size)
+            ]
+            out[f"discriminator/eval_nll_{name}"] = float(torch.cat(ce).mean())
+    finally:
+        lm.train(was_training)
+    return out
+
+
+@dataclass(frozen=True)
+class PretrainObjective:
+    """How the pretraining stage trains the discriminator of a method (``Method.d_pretrain`` names one)."""
+
+    train: Callable[..., dict[str, float]]
+    """``(discriminator, optimizer, real, fake or None, epochs, batch_size, rng, guard, by_length) -> metrics``."""
+    needs_samples: bool
+    """Whether a round draws fresh generated sentences (``fake`` is None otherwise)."""
+    heldout: Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
+    """``(discriminator, held-out real rows, fresh samples) -> metrics`` after each round."""
+
+
+def _lm_round(objective: LMObjective) -> Callable[..., dict[str, float]]:
+    def train(disc, optimizer, real, fake, epochs, batch_size, rng, guard, by_length=False):
+        return lm_epochs(disc, optimizer, real, fake, epochs, batch_size, rng, guard, objective)
+
+    return train
+
+
+PRETRAIN_OBJECTIVES: dict[str, PretrainObjective] = {
+    "bce": PretrainObjective(discriminator_epochs, True, discriminator_accuracy),
+    "lm_real": PretrainObjective(_lm_round(lm_real_objective), False, lm_heldout),
+    "lm_mix": PretrainObjective(_lm_round(lm_mixture_objective), True, lm_heldout),
+}
+"""The discriminator objectives of pretraining: ``bce`` (real against generated, a classifier), ``lm_real``
+(a language model by maximum likelihood on real sentences: DPGAN), ``lm_mix`` (a language model on the balanced
+mixture of real and generated sentences: CoT's mediator)."""
