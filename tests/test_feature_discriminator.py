@@ -153,7 +153,9 @@ def test_end_to_end_with_sequence_rewards_resumes_exactly(tmp_path, root):
                 f"adversarial.epochs={epochs}",
                 "seqgan.batch_size=16",
                 "seqgan.num_rollouts=0",
-                "seqgan.d_num_negatives=64",
+                "seqgan.d_num_negatives=32",
+                "pretrain.d_num_negatives=64",
+                "adversarial.eval_num_samples=32",
                 "pretrain.num_print_samples=0",
             ],
         )
