@@ -175,6 +175,27 @@ def test_reward_of_a_complete_sentence_is_its_log_rank_score():
     assert bool((rewards[~samples.mask] == 0).all())
 
 
+def test_fast_rollout_scorer_equals_the_bound_ranker():
+    ranker = make_ranker(seed=3)
+    tokens = real_batch(5, seed=11)
+    tokens[2, 5:] = PAD  # a shorter sample: one padding column
+    tokens[2, 4] = 2
+    bound = ranker.bind(real_batch(3, seed=12), real_batch(4, seed=13), 1.5).eval()
+    lengths = (tokens != PAD).sum(dim=1)
+    scorer = bound.rollout_scorer(tokens, lengths, fast=True)
+    assert not isinstance(scorer, type(lambda: 0))  # the CNN scorer applies here
+    g = torch.Generator().manual_seed(0)
+    b = torch.tensor([0, 0, 1, 2, 3, 4, 4, 2])
+    t = torch.tensor([1, 3, 2, 4, 5, 1, 5, 3])
+    seqs = tokens[b].clone()
+    for i in range(len(b)):  # a completion: the sample's first t tokens, then other tokens
+        seqs[i, t[i] :] = torch.randint(3, VOCAB, (T - int(t[i]),), generator=g)
+    seqs[1, 4:] = PAD  # a completion that ended
+    with torch.no_grad():
+        assert torch.allclose(scorer(seqs, b, t), bound(seqs), atol=1e-5)
+        assert not scorer.fallback
+
+
 # ---------------------------------------------------------------------------------------------- the trainer
 def test_generator_step_moves_the_generator_only():
     tr = make()

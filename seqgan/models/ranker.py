@@ -10,15 +10,20 @@ features to those of a real reference sentence, ranked by a softmax over a compa
 :class:`BoundRanker` makes that explicit for the rollouts, which call a discriminator as ``(N, T) -> (N,)``:
 :meth:`Ranker.bind` fixes a reference set ``U`` and a comparison set ``C`` (their features are taken once, in
 eval mode, without gradient), and the bound ranker returns each row's expected log rank score
-``log R(s | U, C) = mean_u log P(s | u, C + {s})``. A trainer binds fresh sets for each generator step.
+``log R(s | U, C) = mean_u log P(s | u, C + {s})``. A trainer binds fresh sets for each generator step. The
+rollouts score the completions of a sample's prefixes through :meth:`BoundRanker.rollout_scorer`: the encoder's
+max-pooled convolutions computed by :class:`~seqgan.models.cnn_scorer.CNNScorer` (the sample's own windows
+pooled once, the new windows looked up in tables), then the ranker's own highway and rank score.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seqgan.losses import log_rank_scores
+from seqgan.models.cnn_scorer import CNNScorer
 from seqgan.models.pair_discriminator import CNNEncoder
 
 __all__ = ["BoundRanker", "Ranker"]
@@ -129,3 +134,43 @@ class BoundRanker(nn.Module):
         return log_rank_scores(
             self.ranker(tokens), self.reference_features, self.comparison_features, self.gamma
         )
+
+    def score_features(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``(N, F)`` max-pooled convolution outputs of the encoder -> ``(N,)`` log rank scores (eval mode: the
+        encoder's ReLU and highway, no dropout)."""
+        feats = self.ranker.encoder.highway(F.relu(pooled))
+        return log_rank_scores(feats, self.reference_features, self.comparison_features, self.gamma)
+
+    def rollout_scorer(self, tokens: torch.Tensor, lengths: torch.Tensor, fast: bool = True):
+        """How :class:`~seqgan.rollout.MonteCarloRollout` scores the completions of ``tokens``' prefixes
+        (``(seqs, b, t) -> (N,)``): with ``fast``, through :class:`~seqgan.models.cnn_scorer.CNNScorer`'s pooling
+        of the encoder and :meth:`score_features` (checked against this module on the first batch), else by
+        calling this module."""
+        enc = self.ranker.encoder
+        plain = lambda seqs, b, t: self(seqs).float()  # noqa: E731
+        if not fast or tokens.shape[1] < enc.min_len:
+            return plain
+        if enc.pad_id is not None:  # the prefixes must be real tokens for the encoder too
+            inside = torch.arange(tokens.shape[1], device=tokens.device) < lengths[:, None] - 1  # (B, T)
+            if bool(((enc.visible(tokens) == enc.pad_index) & inside).any()):
+                return plain
+        return CNNScorer(_PooledRanker(self), tokens)
+
+
+class _PooledRanker:
+    """What :class:`~seqgan.models.cnn_scorer.CNNScorer` reads of a discriminator, for a bound ranker: the
+    encoder's embedding, convolutions and padding; ``head`` is the rank score of pooled features, and calling it
+    scores ids with the bound ranker itself (the scorer's check)."""
+
+    def __init__(self, bound: BoundRanker) -> None:
+        enc = bound.ranker.encoder
+        self.embedding, self.convs, self.pad_index, self.visible = (
+            enc.embedding,
+            enc.convs,
+            enc.pad_index,
+            enc.visible,
+        )
+        self.head, self.bound = bound.score_features, bound
+
+    def __call__(self, seqs: torch.Tensor) -> torch.Tensor:
+        return self.bound(seqs)
