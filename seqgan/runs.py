@@ -275,7 +275,7 @@ class SentenceTask(Task):
         real = train[torch.randperm(len(train), generator=data_rng)[:num]].to(device)
         return objective.train(
             discriminator, optimizer, real, fake, epochs, batch_size, data_rng, guard,
-            by_length=cfg.discriminator.batch_by_length,
+            by_length=cfg.discriminator.batch_by_length, **objective.settings(cfg),
         )  # fmt: skip
 
     def discriminator_heldout(self, discriminator, generator, data, cfg, rng) -> dict:
@@ -283,7 +283,8 @@ class SentenceTask(Task):
             return {}
         test = data.splits["test"][: cfg.pretrain.d_num_negatives].to(generator.device)
         fresh = sample(generator, len(test), cfg.data.max_len, rng=rng, batch_size=1024).tokens
-        return PRETRAIN_OBJECTIVES[cfg.method.d_pretrain].heldout(discriminator, test, fresh)
+        objective = PRETRAIN_OBJECTIVES[cfg.method.d_pretrain]
+        return objective.heldout(discriminator, test, fresh, **objective.settings(cfg))
 
     def evaluate(self, generator, data, cfg, seed, evaluator=None) -> dict[str, float]:
         """BLEU-2..5, Self-BLEU-2..5, NLL_test (NLL_oracle for oracle runs) of ``adversarial.eval_num_samples``

@@ -11,9 +11,11 @@ with ``num_outputs = k + 1`` the category task's multi-class one), ``rnn`` (:cla
 per prefix), ``relgan`` (:class:`~seqgan.models.relgan_discriminator.RelGANDiscriminator`, RelGAN's CNN over
 several embedded representations, one logit per representation), ``lm`` (:class:`LMDiscriminator`, a language
 model over the generator's ids: DPGAN's discriminator, CoT's mediator), ``pair_cnn``
-(:class:`~seqgan.models.pair_discriminator.PairDiscriminator`, D(context, response)) and ``minilm``
+(:class:`~seqgan.models.pair_discriminator.PairDiscriminator`, D(context, response)), ``minilm``
 (:class:`~seqgan.models.feature_discriminator.SentenceFeatureDiscriminator`, a trained head on a frozen
-pretrained sentence encoder).
+pretrained sentence encoder) and ``ranker`` (:class:`~seqgan.models.ranker.Ranker`, RankGAN's CNN sentence
+encoder whose features rank sentences by cosine similarity; :class:`~seqgan.models.ranker.BoundRanker` binds it
+to a reference and a comparison set).
 
 :func:`build_generator` / :func:`build_discriminator` make fresh models from a :class:`~seqgan.config.Config`;
 :func:`generator_class` / :func:`discriminator_class` give the class of a checkpoint spec's ``kind`` (every model
@@ -31,6 +33,7 @@ from seqgan.models.feature_discriminator import SentenceFeatureDiscriminator
 from seqgan.models.lm_discriminator import LMDiscriminator
 from seqgan.models.lstm import LSTMGenerator
 from seqgan.models.pair_discriminator import BoundDiscriminator, PairDiscriminator
+from seqgan.models.ranker import BoundRanker, Ranker
 from seqgan.models.relgan_discriminator import RelGANDiscriminator
 from seqgan.models.rmc import RMCGenerator
 from seqgan.models.rnn_discriminator import RNNDiscriminator
@@ -39,6 +42,7 @@ from seqgan.models.seq2seq import BoundGenerator, ConditionalGenerator, Seq2SeqL
 __all__ = [
     "BoundDiscriminator",
     "BoundGenerator",
+    "BoundRanker",
     "CNNDiscriminator",
     "ClassBoundDiscriminator",
     "ClassLSTM",
@@ -50,6 +54,7 @@ __all__ = [
     "PairDiscriminator",
     "RMCGenerator",
     "RNNDiscriminator",
+    "Ranker",
     "RelGANDiscriminator",
     "SentenceFeatureDiscriminator",
     "Seq2SeqLSTM",
@@ -99,6 +104,7 @@ def discriminator_class(kind: str) -> type[nn.Module]:
         "lm": LMDiscriminator,
         "pair_cnn": PairDiscriminator,
         "minilm": SentenceFeatureDiscriminator,
+        "ranker": Ranker,
     }
     if kind not in kinds:
         raise ValueError(f"unknown discriminator kind {kind!r} (known: {', '.join(kinds)})")
@@ -220,6 +226,11 @@ def build_discriminator(cfg, tokenizer, classes: list[str] | None = None) -> nn.
         return LMDiscriminator(
             tokenizer.vocab_size, d.embed_dim, d.hidden_dim, d.num_layers, d.dropout, tokenizer.pad_id,
             tokenizer.bos_id, tokenizer.eos_id,
+        )  # fmt: skip
+    if cfg.discriminator_kind == "ranker":
+        return Ranker(
+            tokenizer.vocab_size, d.embed_dim, d.filter_sizes, d.num_filters, d.dropout, d.highway, pad_id,
+            eos_id=tokenizer.eos_id,
         )  # fmt: skip
     if cfg.discriminator_kind == "rnn":
         return RNNDiscriminator(

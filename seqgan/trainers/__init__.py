@@ -10,6 +10,9 @@
 - ``maligan``: :class:`MaliGANTrainer` (Che et al. 2017, arXiv 1702.07983: the policy gradient with the
   discriminator's odds ``D / (1 - D)`` as importance weights normalised over the batch, minus the batch baseline;
   per sequence, or per prefix through Monte-Carlo rollouts), settings ``maligan``.
+- ``rankgan``: :class:`RankGANTrainer` (Lin et al. 2017, arXiv 1705.11001: a ranker instead of a classifier,
+  rewards = the expected log rank score of a sample's completions among real sentences, by cosine similarity to
+  a reference set), settings ``rankgan``.
 - ``dgsan``: :class:`DGSANTrainer` (Montahaei et al. 2019, arXiv 1908.09127: no discriminator network,
   ``D = p_G / (p_G + p_old)`` from the generator and a frozen earlier copy of it), settings ``dgsan``.
 - ``cot``: :class:`CoTTrainer` (Lu et al. 2019, arXiv 1804.03782: cooperative training, the generator's per-step
@@ -42,6 +45,7 @@ from seqgan.trainers.dgsan import DGSANTrainer
 from seqgan.trainers.dpgan import DPGANTrainer
 from seqgan.trainers.gumbel import GumbelTrainer
 from seqgan.trainers.maligan import MaliGANTrainer
+from seqgan.trainers.rankgan import RankGANTrainer
 from seqgan.trainers.scratchgan import ScratchGANTrainer
 from seqgan.trainers.sentigan import SentiGANTrainer
 from seqgan.trainers.seqgan import PolicyGradientTrainer
@@ -59,6 +63,7 @@ __all__ = [
     "NonFiniteGuard",
     "NonFiniteLossError",
     "PolicyGradientTrainer",
+    "RankGANTrainer",
     "ScratchGANTrainer",
     "SentiGANTrainer",
     "TRAINERS",
@@ -71,6 +76,7 @@ TRAINERS: dict[str, type[AdversarialTrainer]] = {
     "scratchgan": ScratchGANTrainer,
     "coldgan": ColdGANTrainer,
     "maligan": MaliGANTrainer,
+    "rankgan": RankGANTrainer,
     "dgsan": DGSANTrainer,
     "cot": CoTTrainer,
     "dpgan": DPGANTrainer,

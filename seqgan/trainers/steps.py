@@ -1,7 +1,8 @@
 """Updates shared by pretraining and the adversarial trainers: the MLE step, the discriminator's BCE step and
 its epochs over length-bucketed batches, and held-out discriminator accuracy; the language-model discriminator's
-epochs under any of its objectives (:func:`lm_epochs`), and the discriminator objectives pretraining can run
-(:data:`PRETRAIN_OBJECTIVES`, named by each method's :class:`~seqgan.config.Method` entry).
+epochs under any of its objectives (:func:`lm_epochs`); RankGAN's ranker update and epochs (:func:`ranker_step`,
+:func:`ranker_epochs`); and the discriminator objectives pretraining can run (:data:`PRETRAIN_OBJECTIVES`, named
+by each method's :class:`~seqgan.config.Method` entry).
 
 Every update goes through :func:`~seqgan.trainers.base.guarded_update` (NaN/inf never applied; the guard's
 policy stops or skips).
@@ -11,11 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from seqgan.losses import discriminator_bce, mediator_loss, sentence_cross_entropy, sequence_nll
+from seqgan.losses import (
+    discriminator_bce,
+    log_rank_scores,
+    mediator_loss,
+    ranker_loss,
+    sentence_cross_entropy,
+    sequence_nll,
+)
 from seqgan.models.base import Generator
 from seqgan.trainers.base import NonFiniteGuard, guarded_update
 
@@ -31,6 +40,9 @@ __all__ = [
     "lm_mixture_objective",
     "lm_real_objective",
     "mle_step",
+    "ranker_epochs",
+    "ranker_heldout",
+    "ranker_step",
 ]
 
 
@@ -280,6 +292,144 @@ def lm_heldout(
     return out
 
 
+# ---------------------------------------------------------------------------------------------------------
+# RankGAN's ranker (discriminator.kind=ranker): its update, epochs and held-out rank scores
+
+
+def ranker_step(
+    ranker: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    references: torch.Tensor,
+    gamma: float,
+    guard: NonFiniteGuard | None = None,
+    grad_clip: float = 0.0,
+) -> dict[str, float]:
+    """One update of RankGAN's ranker on :func:`~seqgan.losses.ranker_loss` (train mode): each real row ranked
+    among the generated rows, each generated row among the real rows, against the reference set.
+
+    Args:
+        ranker: :class:`~seqgan.models.ranker.Ranker` (or its DDP wrapper): ``(N, T)`` ids -> ``(N, F)``.
+        optimizer: the ranker's optimizer.
+        real: ``(B, T)`` real sentences; fake: ``(B', T)`` generated ones.
+        references: ``(U, T)`` real reference sentences (not among ``real``).
+        gamma: inverse temperature of the rank softmax.
+        guard: what a NaN/inf loss or gradient does (default: stop).
+        grad_clip: clip the gradient norm to this (0: no clipping).
+    Returns:
+        ``discriminator/loss``, ``discriminator/log_rank_real`` and ``discriminator/log_rank_fake`` (mean log rank
+        scores of the real and generated rows).
+    """
+    guard = guard or NonFiniteGuard("stop")
+    ranker.train()
+    feats = ranker(torch.cat([real, fake, references]))  # one call: (B + B' + U, F)
+    f_real, f_fake, f_ref = feats.split([real.shape[0], fake.shape[0], references.shape[0]])
+    loss, log_r_real, log_r_fake = ranker_loss(f_real, f_fake, f_ref, gamma)
+    guarded_update(
+        loss, optimizer, ranker.parameters(), guard, "discriminator", grad_clip,
+        what="ranker loss / gradient; lower the discriminator's learning rate or rankgan.gamma",
+    )  # fmt: skip
+    return {
+        "discriminator/loss": loss.item(),
+        "discriminator/log_rank_real": float(log_r_real.detach().mean()),
+        "discriminator/log_rank_fake": float(log_r_fake.detach().mean()),
+    }
+
+
+def draw_references(num_rows: int, exclude: torch.Tensor, num: int, rng: torch.Generator) -> torch.Tensor:
+    """``num`` row indices drawn without replacement from ``range(num_rows)`` minus ``exclude``, in ``rng``'s
+    order (a reference set apart from the rows being ranked).
+
+    Raises:
+        ValueError: fewer than ``num`` rows remain.
+    """
+    free = torch.ones(num_rows, dtype=torch.bool)
+    free[exclude.cpu()] = False
+    candidates = free.nonzero().squeeze(1)
+    if candidates.numel() < num:
+        raise ValueError(
+            f"a reference set of {num} real sentences apart from the {exclude.numel()} ranked ones needs at least "
+            f"{num + exclude.numel()} real rows, got {num_rows}: lower rankgan.num_references or the batch size, "
+            "or draw more real sentences per round"
+        )
+    return candidates[torch.randperm(candidates.numel(), generator=rng)[:num]]
+
+
+def ranker_epochs(
+    ranker: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    rng: torch.Generator,
+    guard: NonFiniteGuard | None = None,
+    by_length: bool = False,
+    *,
+    num_references: int,
+    gamma: float,
+) -> dict[str, float]:
+    """``epochs`` passes of :func:`ranker_step` over (real, generated) pairs of batches in ``rng``'s order; each
+    batch's reference set is ``num_references`` other rows of ``real`` (:func:`draw_references`). Returns the mean
+    metrics. ``by_length``: batches of similar lengths (:func:`length_batches`)."""
+    n = min(real.shape[0], fake.shape[0])
+    lengths = getattr(getattr(ranker, "module", ranker), "lengths", None)  # DDP wraps it
+    sums: dict[str, float] = {}
+    count = 0
+    for _ in range(epochs):
+        for real_idx, fake_idx in length_batches(
+            (real, fake), n, batch_size, rng, lengths if by_length else None
+        ):
+            refs = draw_references(real.shape[0], real_idx, num_references, rng).to(real.device)
+            metrics = ranker_step(ranker, optimizer, real[real_idx], fake[fake_idx], real[refs], gamma, guard)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+    return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def ranker_heldout(
+    ranker: nn.Module,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    batch_size: int = 512,
+    *,
+    num_references: int,
+    gamma: float,
+) -> dict[str, float]:
+    """Eval-mode rank scores on held-out sentences: the first ``num_references`` rows of ``real`` are the
+    reference set, the other real rows are ranked among ``fake`` and ``fake`` among them.
+
+    Returns:
+        ``discriminator/eval_log_rank_real``, ``discriminator/eval_log_rank_fake`` (mean log rank scores) and
+        ``discriminator/eval_rank_acc``: the share of (real, generated) pairs whose real sentence has the higher
+        mean cosine similarity to the references.
+    """
+    if real.shape[0] <= num_references:
+        return {}
+    was_training = ranker.training
+    ranker.eval()
+    try:
+        feats = torch.cat(
+            [ranker(x[i : i + batch_size]) for x in (real, fake) for i in range(0, len(x), batch_size)]
+        )
+    finally:
+        ranker.train(was_training)
+    f_ref, f_real, f_fake = feats.float().split(
+        [num_references, real.shape[0] - num_references, fake.shape[0]]
+    )
+    refs = torch.nn.functional.normalize(f_ref, dim=-1)
+    rel_real = (torch.nn.functional.normalize(f_real, dim=-1) @ refs.t()).mean(dim=1)  # (B,)
+    rel_fake = (torch.nn.functional.normalize(f_fake, dim=-1) @ refs.t()).mean(dim=1)  # (B',)
+    return {
+        "discriminator/eval_log_rank_real": float(log_rank_scores(f_real, f_ref, f_fake, gamma).mean()),
+        "discriminator/eval_log_rank_fake": float(log_rank_scores(f_fake, f_ref, f_real, gamma).mean()),
+        "discriminator/eval_rank_acc": float((rel_real[:, None] > rel_fake[None, :]).float().mean()),
+    }
+
+
 @dataclass(frozen=True)
 class PretrainObjective:
     """How the pretraining stage trains the discriminator of a method (``Method.d_pretrain`` names one)."""
@@ -288,8 +438,10 @@ class PretrainObjective:
     """``(discriminator, optimizer, real, fake or None, epochs, batch_size, rng, guard, by_length) -> metrics``."""
     needs_samples: bool
     """Whether a round draws fresh generated sentences (``fake`` is None otherwise)."""
-    heldout: Callable[[nn.Module, torch.Tensor, torch.Tensor], dict[str, float]]
+    heldout: Callable[..., dict[str, float]]
     """``(discriminator, held-out real rows, fresh samples) -> metrics`` after each round."""
+    settings: Callable[[Any], dict] = lambda cfg: {}
+    """``config -> keyword arguments`` that ``train`` and ``heldout`` also take (the method's own settings)."""
 
 
 def _lm_round(objective: LMObjective) -> Callable[..., dict[str, float]]:
@@ -303,7 +455,14 @@ PRETRAIN_OBJECTIVES: dict[str, PretrainObjective] = {
     "bce": PretrainObjective(discriminator_epochs, True, discriminator_accuracy),
     "lm_real": PretrainObjective(_lm_round(lm_real_objective), False, lm_heldout),
     "lm_mix": PretrainObjective(_lm_round(lm_mixture_objective), True, lm_heldout),
+    "rank": PretrainObjective(
+        ranker_epochs,
+        True,
+        ranker_heldout,
+        lambda cfg: {"num_references": cfg.rankgan.num_references, "gamma": cfg.rankgan.gamma},
+    ),
 }
 """The discriminator objectives of pretraining: ``bce`` (real against generated, a classifier), ``lm_real``
 (a language model by maximum likelihood on real sentences: DPGAN), ``lm_mix`` (a language model on the balanced
-mixture of real and generated sentences: CoT's mediator)."""
+mixture of real and generated sentences: CoT's mediator), ``rank`` (RankGAN's ranker: real sentences ranked high
+among generated ones, generated ones low among real ones)."""
