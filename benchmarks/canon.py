@@ -377,7 +377,24 @@ def _records_time(run_dir: Path) -> float | None:
 
 
 def train_method(args, method: str, seed: int, seed_dir: Path, ref_cfg=None) -> dict:
-    """Trains (or, with ``--reuse``, finds) one method's run for one seed; returns what the table needs."""
+    """Trains (or, with ``--reuse``, finds) one method's run for one seed; returns what the table needs.
+
+    Raises:
+        RunDirError: the run folder holds a run and neither ``--reuse`` nor ``--overwrite`` was given.
+    """
+    from seqgan.stages import RunDirError
+
+    try:
+        return _train_method(args, method, seed, seed_dir, ref_cfg)
+    except RunDirError as e:
+        if args.reuse or args.overwrite:
+            raise
+        raise RunDirError(
+            f"{e} (canon.py: --reuse keeps finished stages, --overwrite trains again)"
+        ) from None
+
+
+def _train_method(args, method: str, seed: int, seed_dir: Path, ref_cfg) -> dict:
     from seqgan.stages import adversarial, pretrain
     from seqgan.stages.pipeline import _mode
 
