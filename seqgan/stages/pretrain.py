@@ -47,13 +47,14 @@ def _shard(examples):
 
 
 def check_single_process(cfg: Config) -> None:
-    """The category task's trainers run in one process: refuse ``torchrun`` with several."""
-    if cfg.task == "category" and distributed.world_size() > 1:
+    """The category task's trainers and LeakGAN's generator (two objectives per MLE step, each a forward of its
+    own) run in one process: refuse ``torchrun`` with several."""
+    if distributed.world_size() > 1 and (cfg.task == "category" or cfg.generator.kind == "leakgan"):
         from seqgan.config import ConfigError
 
+        what = "the category task (category.train)" if cfg.task == "category" else "generator.kind=leakgan"
         raise ConfigError(
-            "the category task (category.train) trains in one process; run it without torchrun "
-            f"(got {distributed.world_size()} processes)"
+            f"{what} trains in one process; run it without torchrun (got {distributed.world_size()} processes)"
         )
 
 
