@@ -6,15 +6,17 @@ changes no process state; see :mod:`seqgan.runtime` for the thread settings the 
 
 - configuration: :class:`Config`, :func:`load_config`, the method sections :class:`SeqGANConfig`,
   :class:`GumbelConfig`, :class:`ScratchGANConfig`, :class:`CoTConfig`, :class:`DPGANConfig`,
-  :class:`RankGANConfig` and the task section :class:`ConditionalConfig`;
+  :class:`RankGANConfig`, :class:`LeakGANConfig` and the task section :class:`ConditionalConfig`;
 - data: :class:`WordTokenizer`, :class:`SentencePieceTokenizer`, :class:`HFTokenizer`;
-- models: :class:`Generator`, :class:`LSTMGenerator`, :class:`RMCGenerator`, :class:`TransformerGenerator`,
+- models: :class:`Generator`, :class:`LSTMGenerator`, :class:`RMCGenerator`, :class:`LeakGANGenerator`,
+  :class:`TransformerGenerator`,
   :class:`Seq2SeqLSTM`, :class:`Seq2SeqTransformer`, :class:`CNNDiscriminator`, :class:`RelGANDiscriminator`,
   :class:`RNNDiscriminator`, :class:`LMDiscriminator`, :class:`PairDiscriminator`, :class:`Ranker`;
 - decoding: :func:`sample`, :class:`Samples`, :class:`MonteCarloRollout`;
 - training: :class:`PolicyGradientTrainer`, :class:`GumbelTrainer`, :class:`ScratchGANTrainer`,
   :class:`ConditionalTrainer`, :class:`MaliGANTrainer`, :class:`DGSANTrainer`, :class:`CoTTrainer`,
-  :class:`DPGANTrainer`, :class:`RankGANTrainer`, :func:`build_trainer`; the loop: :func:`fit`, :class:`Callback`,
+  :class:`DPGANTrainer`, :class:`RankGANTrainer`, :class:`LeakGANTrainer`, :func:`build_trainer`; the loop:
+  :func:`fit`, :class:`Callback`,
   :class:`EarlyStopping`, :class:`FitState`;
 - runs and checkpoints: :func:`load_run`, :func:`prepare_data`, :func:`evaluation`, :func:`load_checkpoint`,
   :func:`save_checkpoint`, :func:`seed_everything`.
@@ -36,6 +38,7 @@ _EXPORTS = {
     "CoTConfig": "seqgan.config",
     "DPGANConfig": "seqgan.config",
     "RankGANConfig": "seqgan.config",
+    "LeakGANConfig": "seqgan.config",
     "ConditionalConfig": "seqgan.config",
     "WordTokenizer": "seqgan.data.tokenizers",
     "SentencePieceTokenizer": "seqgan.data.tokenizers",
@@ -43,6 +46,7 @@ _EXPORTS = {
     "Generator": "seqgan.models.base",
     "LSTMGenerator": "seqgan.models.lstm",
     "RMCGenerator": "seqgan.models.rmc",
+    "LeakGANGenerator": "seqgan.models.leakgan",
     "TransformerGenerator": "seqgan.models.transformer",
     "Seq2SeqLSTM": "seqgan.models.seq2seq",
     "Seq2SeqTransformer": "seqgan.models.seq2seq",
@@ -64,6 +68,7 @@ _EXPORTS = {
     "MaliGANTrainer": "seqgan.trainers.maligan",
     "DGSANTrainer": "seqgan.trainers.dgsan",
     "RankGANTrainer": "seqgan.trainers.rankgan",
+    "LeakGANTrainer": "seqgan.trainers.leakgan",
     "build_trainer": "seqgan.trainers",
     "load_run": "seqgan.runs",
     "prepare_data": "seqgan.runs",

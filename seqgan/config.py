@@ -9,8 +9,8 @@ Sections: the run (``seed``, ``out_dir``, ...), ``data``, ``tokenizer``, ``gener
 ``pretrain`` (MLE and discriminator pretraining), ``adversarial`` (the loop every adversarial method shares:
 method, epochs, evaluation and checkpoint schedule), one section per method that *is* that method's trainer
 config (``seqgan``, ``gumbel``, ``scratchgan``, ``coldgan``, ``maligan``, ``rankgan``, ``dgsan``, ``cot``,
-``dpgan``, ``sentigan``, ``catgan``), the ``conditional`` task ((context, response) pairs), the ``category``
-task (labelled sentences) and ``sample`` (defaults of the sampling tools). :data:`METHODS` says which section and which
+``dpgan``, ``leakgan``, ``sentigan``, ``catgan``), the ``conditional`` task ((context, response) pairs), the
+``category`` task (labelled sentences) and ``sample`` (defaults of the sampling tools). :data:`METHODS` says which section and which
 discriminator each method uses; :func:`inactive_settings` names the keys set for a method or task that is not
 selected.
 
@@ -193,17 +193,26 @@ class GeneratorConfig(Section):
     section: ClassVar[str] = "generator"
 
     kind: Literal[
-        "lstm", "rmc", "transformer", "seq2seq", "seq2seq_transformer", "class_lstm", "lstm_per_class"
+        "lstm",
+        "rmc",
+        "leakgan",
+        "transformer",
+        "seq2seq",
+        "seq2seq_transformer",
+        "class_lstm",
+        "lstm_per_class",
     ] = "lstm"
     """Generator architecture; rmc is RelGAN's relational-memory generator (uses embed_dim, mem_slots, num_heads,
-    head_size, dropout); seq2seq / seq2seq_transformer are the conditional (context -> response)
+    head_size, dropout); leakgan is LeakGAN's hierarchical generator, a Manager LSTM over the CNN
+    discriminator's leaked features and a Worker LSTM over the tokens (uses embed_dim, hidden_dim,
+    manager_hidden_dim, goal_size, step_size, dropout; needs discriminator.kind=cnn); seq2seq / seq2seq_transformer are the conditional (context -> response)
     encoder-decoders (LSTM with attention / torch transformer layers) of the ``conditional`` task; class_lstm (one
     LSTM conditioned on a class embedding) and lstm_per_class (one LSTM per class, SentiGAN's k generators) are
     the class-conditional generators of the ``category`` task."""
     embed_dim: int = ranged(32, AT_LEAST_ONE)
-    """LSTM / seq2seq / rmc: token embedding size (RelGAN's RMC: 32 on the synthetic data)."""
+    """LSTM / seq2seq / rmc / leakgan: token embedding size (RelGAN's RMC: 32 on the synthetic data)."""
     hidden_dim: int = ranged(32, AT_LEAST_ONE)
-    """LSTM / seq2seq: hidden state size."""
+    """LSTM / seq2seq: hidden state size. leakgan: the Worker LSTM's size."""
     num_layers: int = ranged(1, AT_LEAST_ONE)
     """LSTM / seq2seq: number of stacked layers."""
     dropout: float = ranged(0.0, UNIT_RIGHT_OPEN)
@@ -216,6 +225,12 @@ class GeneratorConfig(Section):
     head_size: int = ranged(32, AT_LEAST_ONE)
     """rmc: width of one attention head; the memory is num_heads x head_size wide (RelGAN: 256, a 512-wide
     memory; 32 keeps a CPU run short)."""
+    manager_hidden_dim: int = ranged(32, AT_LEAST_ONE)
+    """leakgan: the Manager LSTM's size (the paper's synthetic-data generator: 32)."""
+    goal_size: int = ranged(16, AT_LEAST_ONE)
+    """leakgan: k, the width of the goal embedding w_t and of the Worker's V x k output matrix O_t (paper: 16)."""
+    step_size: int = ranged(4, AT_LEAST_ONE)
+    """leakgan: c, the goal horizon: w_t sums the last c goals, the Manager aims at f_{t+c} - f_t (paper: 4)."""
     attention: bool = True
     """seq2seq (LSTM): Luong dot-product attention over the encoder states (False: the final state only)."""
     class_every_step: bool = False
@@ -362,6 +377,7 @@ class AdversarialConfig(Section):
         "dgsan",
         "cot",
         "dpgan",
+        "leakgan",
         "sentigan",
         "catgan",
     ] = "seqgan"
@@ -369,14 +385,16 @@ class AdversarialConfig(Section):
     Monte-Carlo rollout rewards); gumbel (RelGAN-style Gumbel-softmax relaxation, generator trained through the
     discriminator by backpropagation); scratchgan (ScratchGAN: per-prefix rewards from a recurrent discriminator,
     trained from scratch); coldgan (ColdGANs: seqgan's policy gradient on samples of a colder proposal,
-    importance-weighted); maligan (MaliGAN: the policy gradient with the discriminator's odds D / (1 - D) as importance
-    weights, normalised over the batch); rankgan (RankGAN: a ranker instead of a classifier, rewards = the expected log
-    rank score of a sample among real sentences); dgsan (DGSAN: no discriminator network, the ratio of the generator's
-    and an earlier generator's probabilities is the discriminator); cot (CoT: the generator minimises its per-step KL
-    over the vocabulary to a mediator language model trained on the balanced mix of real and generated sentences); dpgan
-    (DPGAN: a language-model discriminator, rewards = the tokens' novelty, their cross-entropy under it); sentigan and
-    catgan (the category task: SentiGAN's penalty-based policy gradient against a (k+1)-class discriminator; CatGAN's
-    category-wise Gumbel-softmax training)."""
+    importance-weighted); maligan (MaliGAN: the policy gradient with the discriminator's odds D / (1 - D) as
+    importance weights, normalised over the batch); rankgan (RankGAN: a ranker instead of a classifier, rewards =
+    the expected log rank score of a sample among real sentences); dgsan (DGSAN: no discriminator network, the
+    ratio of the generator's and an earlier generator's probabilities is the discriminator); cot (CoT: the
+    generator minimises its per-step KL over the vocabulary to a mediator language model trained on the balanced
+    mix of real and generated sentences); dpgan (DPGAN: a language-model discriminator, rewards = the tokens'
+    novelty, their cross-entropy under it); leakgan (LeakGAN: the CNN discriminator's features leak to a
+    hierarchical generator, generator.kind=leakgan, trained by hierarchical policy gradient with interleaved MLE);
+    sentigan and catgan (the category task: SentiGAN's penalty-based policy gradient against a (k+1)-class
+    discriminator; CatGAN's category-wise Gumbel-softmax training)."""
     pretrain_checkpoint: str | None = None
     """The MLE checkpoint to start from (default: <out_dir>/pretrain.pt)."""
     epochs: int = ranged(50, NON_NEGATIVE)
@@ -795,6 +813,66 @@ class DPGANConfig(Section):
 
 
 @dataclass
+class LeakGANConfig(Section):
+    """``adversarial.method: leakgan`` (LeakGAN, Guo et al. 2018, arXiv 1709.08624): the CNN discriminator's
+    feature vector of the current prefix leaks to a hierarchical generator (``generator.kind: leakgan``, sized by
+    the ``generator`` section: embed_dim, hidden_dim, manager_hidden_dim, goal_size k, step_size c). One
+    generator update samples batch_size sentences, computes rollout values Q (num_rollouts completions per
+    prefix), rescales them by rank (bootstrapped rescaled activation), and steps the Manager on
+    -Q * cos(f_{t+c} - f_t, g_t) and the Worker by REINFORCE on its intrinsic reward plus extrinsic_weight times
+    the rescaled Q; MLE rounds (the Worker's likelihood and the Manager's pretraining objective on real sentences)
+    are interleaved with the adversarial epochs. The settings of :class:`~seqgan.trainers.leakgan.LeakGANTrainer`."""
+
+    section: ClassVar[str] = "leakgan"
+
+    g_steps: int = ranged(1, AT_LEAST_ONE)
+    """Generator (hierarchical policy-gradient) updates per epoch."""
+    d_steps: int = ranged(1, NON_NEGATIVE)
+    """Discriminator rounds per epoch: sample d_num_negatives fresh sentences, train d_epochs on them against as
+    many real ones (binary cross-entropy, as SeqGAN)."""
+    d_epochs: int = ranged(1, AT_LEAST_ONE)
+    """Discriminator epochs per round."""
+    d_num_negatives: int = ranged(2000, AT_LEAST_ONE)
+    """Generated sentences per discriminator round (as many real sentences are drawn)."""
+    d_batch_size: int = ranged(64, AT_LEAST_ONE)
+    """Discriminator batch size."""
+    batch_size: int = ranged(64, AT_LEAST_ONE)
+    """Sequences sampled per generator update (the paper: 64)."""
+    num_rollouts: int = ranged(4, AT_LEAST_ONE)
+    """Monte-Carlo completions per prefix behind Q (SeqGAN: 16; fewer keep a CPU run short). Every completion
+    step reads the leaked features of its prefix, so a rollout costs more here than SeqGAN's."""
+    rollout_update_rate: float = ranged(0.8, UNIT_RIGHT_OPEN)
+    """The rollout policy lags the generator, as in seqgan (0.8): rollout = rate * rollout + (1 - rate) *
+    generator after each generator update; 0 rolls out with the current generator."""
+    rescale_delta: float = ranged(12.0, POSITIVE)
+    """delta of the bootstrapped rescaled activation r = sigmoid(delta * (0.5 - rank / B)) (the paper's
+    hyperparameter; 12 as in public implementations): how sharply the better half of a step's batch is separated from
+    the worse half."""
+    extrinsic_weight: float = ranged(1.0, NON_NEGATIVE)
+    """Weight of the rescaled rollout value Q in the Worker's reward, added to its intrinsic reward
+    mean_{i<=c} cos(f_t - f_{t-i}, g_{t-i}). 0 is the paper's equation (the Worker on the intrinsic reward only;
+    the discriminator then reaches the Worker through the goals)."""
+    mle_every: int = ranged(5, NON_NEGATIVE)
+    """Interleaved training: an MLE round after every this many adversarial epochs (0: none). The paper
+    alternates supervised and adversarial training to keep the generator from drifting away from the data."""
+    mle_steps: int = ranged(0, NON_NEGATIVE)
+    """Batches of batch_size real sentences per interleaved MLE round (0: one pass over the training split).
+    Each step trains the Worker by maximum likelihood and the Manager on the real sentences' feature transitions,
+    as in pretraining."""
+    temperature: float = ranged(1.0, POSITIVE)
+    """Sampling temperature of the generated batches and of the rollouts (log-probabilities are taken under
+    it)."""
+    g_lr: float = ranged(1e-3, POSITIVE)
+    """Adam learning rate of the adversarial generator updates (the Manager's and the Worker's)."""
+    mle_lr: float = ranged(1e-3, POSITIVE)
+    """Adam learning rate of the interleaved MLE updates (their own optimizer, as the paper's code keeps)."""
+    d_lr: float = ranged(1e-4, POSITIVE)
+    """Adam learning rate of the discriminator."""
+    grad_clip: float = ranged(5.0, NON_NEGATIVE)
+    """Gradient-norm clipping of the generator's updates (0 disables)."""
+
+
+@dataclass
 class SentiGANConfig(Section):
     """``adversarial.method: sentigan`` (Wang & Wan, IJCAI 2018): one generator per class against a (k+1)-class
     discriminator (k real classes and fake), each generator trained by the penalty-based objective with
@@ -1076,6 +1154,7 @@ METHODS: dict[str, Method] = {
     "dgsan": Method("dgsan", "cnn", ("cnn", "rnn"), True),
     "cot": Method("cot", "lm", ("lm",), True, d_pretrain="lm_mix"),
     "dpgan": Method("dpgan", "lm", ("lm",), True, d_pretrain="lm_real"),
+    "leakgan": Method("leakgan", "cnn", ("cnn",), True),
     "sentigan": Method("sentigan", "cnn", ("cnn",), True, ("category",)),
     "catgan": Method("catgan", "cnn", ("cnn",), True, ("category",)),
 }
@@ -1128,6 +1207,7 @@ class Config:
     scratchgan: ScratchGANConfig = field(default_factory=ScratchGANConfig)
     cot: CoTConfig = field(default_factory=CoTConfig)
     dpgan: DPGANConfig = field(default_factory=DPGANConfig)
+    leakgan: LeakGANConfig = field(default_factory=LeakGANConfig)
     sentigan: SentiGANConfig = field(default_factory=SentiGANConfig)
     catgan: CatGANConfig = field(default_factory=CatGANConfig)
     conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
@@ -1221,6 +1301,15 @@ def validate(cfg: Config) -> None:
                 "gumbel.spectral_norm, gumbel.instance_noise and gumbel.loss=wgan-gp need the CNN "
                 "discriminator (discriminator.kind=cnn)"
             )
+    if cfg.generator.kind == "leakgan" and kind != "cnn":
+        raise ConfigError(
+            f"generator.kind=leakgan reads the CNN discriminator's features: discriminator.kind=cnn (got {kind!r})"
+        )
+    if cfg.adversarial.method == "leakgan" and cfg.generator.kind != "leakgan":
+        raise ConfigError(
+            "adversarial.method=leakgan trains LeakGAN's hierarchical generator: set generator.kind=leakgan "
+            f"(got {cfg.generator.kind!r})"
+        )
     conditional_generator = cfg.generator.kind.startswith("seq2seq")
     class_generator = cfg.generator.kind in CLASS_GENERATORS
     if cfg.conditional.train and cfg.category.train:

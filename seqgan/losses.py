@@ -14,7 +14,9 @@ scores (Liu et al. 2020, arXiv 1911.06641); the language-model discriminator's o
 vocabulary and its mediator's loss on the balanced mixture (Lu et al. 2019, arXiv 1804.03782), DPGAN's novelty
 rewards and its discriminator's loss (Xu et al. 2018, arXiv 1802.01345); RankGAN's rank scores (cosine
 relevance to a reference set, a softmax with inverse temperature gamma over a comparison set) and its ranker's
-loss (Lin et al. 2017, arXiv 1705.11001).
+loss (Lin et al. 2017, arXiv 1705.11001); LeakGAN's hierarchical pieces (Guo et al. 2018, arXiv 1709.08624): the
+feature-space directions of the goals, the Manager's cosine objective, the Worker's intrinsic reward and the
+bootstrapped rescaled activation of rewards.
 """
 
 from __future__ import annotations
@@ -713,3 +715,116 @@ def ranker_loss(
     log_r_fake = log_rank_scores(fake, references, real, gamma)  # (B',)
     loss = -(log_r_real.mean() + log1mexp(log_r_fake).mean())
     return loss, log_r_real, log_r_fake
+
+
+# ---------------------------------------------------------------------------------------------------------
+# LeakGAN (Guo et al. 2018, arXiv 1709.08624)
+
+
+def goal_directions(features: torch.Tensor, lengths: torch.Tensor, horizon: int) -> torch.Tensor:
+    """Where each prefix moves in feature space over the next ``horizon`` tokens: ``f_{min(t+c, L)} - f_t``.
+
+    Args:
+        features: ``(B, T + 1, F)`` features ``f_0 .. f_T`` of the prefixes of ``T`` tokens.
+        lengths: ``(B,)`` real tokens per row (``L``; the direction stops at the sequence's end).
+        horizon: ``c``.
+    Returns:
+        ``(B, T, F)``: row t is the direction of the goal emitted at prefix ``t`` (meaningful for ``t < L``).
+    """
+    t = features.shape[1] - 1
+    steps = torch.arange(t, device=features.device)[None, :]  # (1, T)
+    target = torch.minimum(steps + horizon, lengths[:, None].clamp(min=0))  # (B, T)
+    target = torch.maximum(target, steps)  # t >= L: no move (masked out by the callers)
+    ahead = features.gather(1, target[..., None].expand(-1, -1, features.shape[2]))
+    return ahead - features[:, :-1]
+
+
+def leakgan_manager_loss(
+    goals: torch.Tensor, directions: torch.Tensor, weights: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """The Manager's objective: ``-sum_t Q_t * cos(f_{t+c} - f_t, g_t) / sum(mask)`` over goals at real prefixes.
+
+    The gradient is the paper's ``-Q_F(s_t, g_t) grad d_cos(f_{t+c} - f_t, g_t(theta_m))``; with ``weights`` all 1
+    it is the Manager's pretraining objective on real sentences.
+
+    Args:
+        goals: ``(B, T, F)`` goals ``g_t`` (with gradient).
+        directions: ``(B, T, F)`` feature changes :func:`goal_directions` (constants).
+        weights: ``(B, T)`` ``Q_t`` of each goal (constants).
+        mask: ``(B, T)`` True where the prefix ``t`` is followed by a real token.
+    Returns:
+        Scalar loss (0 when the mask is empty).
+    """
+    cos = F.cosine_similarity(directions.detach(), goals, dim=-1, eps=1e-8)  # (B, T)
+    terms = (cos * weights.detach().to(cos.dtype)).masked_fill(~mask, 0.0)
+    return -terms.sum() / mask.sum().clamp(min=1).to(cos.dtype)
+
+
+def intrinsic_rewards(
+    features: torch.Tensor, goals: torch.Tensor, horizon: int, mask: torch.Tensor
+) -> torch.Tensor:
+    """The Worker's intrinsic reward of each token: ``r^I_t = mean_{i=1..c} cos(f_t - f_{t-i}, g_{t-i})``.
+
+    Token ``y_t`` (column ``t - 1``) moved the prefix from ``s_{t-1}`` to ``s_t``; it is rewarded for how well the
+    features followed the goals of the last ``c`` steps. The mean runs over the ``min(c, t)`` goals that exist.
+
+    Args:
+        features: ``(B, T + 1, F)`` features ``f_0 .. f_T``.
+        goals: ``(B, T, F)`` goals ``g_0 .. g_{T-1}`` (used as constants).
+        horizon: ``c``.
+        mask: ``(B, T)`` True for real tokens.
+    Returns:
+        ``(B, T)`` rewards (0 at padding), without gradient.
+    """
+    t = goals.shape[1]
+    goals = goals.detach()
+    total = torch.zeros(goals.shape[:2], device=goals.device, dtype=features.dtype)
+    count = torch.zeros(t, device=goals.device, dtype=features.dtype)
+    for i in range(1, min(horizon, t) + 1):
+        # tokens t = i .. T (columns i-1 .. T-1): cos(f_t - f_{t-i}, g_{t-i})
+        moved = features[:, i:] - features[:, : t + 1 - i]  # (B, T + 1 - i, F): f_t - f_{t-i}, t = i .. T
+        total[:, i - 1 :] += F.cosine_similarity(moved, goals[:, : t + 1 - i], dim=-1, eps=1e-8)
+        count[i - 1 :] += 1
+    return (total / count).masked_fill(~mask, 0.0)
+
+
+def rescaled_activation(rewards: torch.Tensor, mask: torch.Tensor, delta: float) -> torch.Tensor:
+    """LeakGAN's bootstrapped rescaled activation: at every step, the rewards of the batch's real rows are
+    replaced by ``sigmoid(delta * (0.5 - rank / B_t))``, ``rank`` 1 for the highest reward of the step and
+    ``B_t`` the number of real rows at that step. The result depends only on the order of the rewards, so its
+    scale is the same at every step and in every batch (Guo et al. 2018, "Bootstrapped Rescaled Activation").
+
+    Args:
+        rewards: ``(B, T)``.
+        mask: ``(B, T)`` True for real tokens.
+        delta: the smoothness of the rescaling (larger: closer to a step between the two halves of the batch).
+    Returns:
+        ``(B, T)`` rescaled rewards in ``(0, 1)``, 0 at padding; ties are ranked in row order.
+    """
+    keyed = rewards.float().masked_fill(~mask, float("-inf"))
+    order = torch.argsort(keyed, dim=0, descending=True, stable=True)  # (B, T) rows from highest to lowest
+    rank = torch.empty_like(order)
+    rank.scatter_(
+        0, order, torch.arange(1, rewards.shape[0] + 1, device=rewards.device)[:, None].expand_as(order)
+    )
+    count = mask.sum(dim=0, keepdim=True).clamp(min=1)  # (1, T) B_t
+    out = torch.sigmoid(delta * (0.5 - rank.float() / count))
+    return out.masked_fill(~mask, 0.0)
+
+
+def goal_rewards(rewards: torch.Tensor, lengths: torch.Tensor, horizon: int) -> torch.Tensor:
+    """``Q_F(s_t, g_t)``, the value of the goal emitted at prefix ``t``: the reward of the prefix the goal leads
+    to, ``s_{min(t+c, L)}`` (column ``min(t+c, L) - 1`` of per-token rewards, whose column ``t - 1`` is the value of
+    ``s_t``).
+
+    Args:
+        rewards: ``(B, T)`` per-token rewards (e.g. rescaled rollout values).
+        lengths: ``(B,)`` real tokens per row.
+        horizon: ``c``.
+    Returns:
+        ``(B, T)`` values of the goals at prefixes ``0 .. T-1`` (meaningful where ``t < L``).
+    """
+    t = rewards.shape[1]
+    steps = torch.arange(t, device=rewards.device)[None, :]
+    target = torch.minimum(steps + horizon, lengths[:, None]).clamp(min=1) - 1  # (B, T)
+    return rewards.gather(1, target)

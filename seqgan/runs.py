@@ -45,6 +45,7 @@ from seqgan.losses import sequence_nll
 from seqgan.models import (
     BoundGenerator,
     ConditionalGenerator,
+    bind_leak,
     build_discriminator,
     build_generator,
     discriminator_class,
@@ -646,11 +647,12 @@ def reply(
 def new_models(
     cfg: Config, tokenizer: Tokenizer, device: torch.device | str, classes: list[str] | None = None
 ) -> tuple[nn.Module, nn.Module]:
-    """Fresh generator and discriminator for ``cfg`` (any task; ``classes``: the category task's), on ``device``."""
-    return (
-        build_generator(cfg, tokenizer, classes).to(device),
-        build_discriminator(cfg, tokenizer, classes).to(device),
-    )
+    """Fresh generator and discriminator for ``cfg`` (any task; ``classes``: the category task's), on ``device``; a
+    generator that reads leaked features is bound to the discriminator's (:func:`~seqgan.models.bind_leak`)."""
+    generator = build_generator(cfg, tokenizer, classes).to(device)
+    discriminator = build_discriminator(cfg, tokenizer, classes).to(device)
+    bind_leak(generator, discriminator)
+    return generator, discriminator
 
 
 def make_checkpoint(
@@ -769,4 +771,8 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> Run:
             discriminator_class, _entry(ckpt, "discriminator", path), "discriminator", path
         )
         discriminator = discriminator.to(device)
+    try:
+        bind_leak(generator, discriminator)  # LeakGAN's generator decodes with its discriminator's features
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: {e}") from None
     return Run(cfg, tokenizer, generator, discriminator, ckpt)

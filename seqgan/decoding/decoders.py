@@ -13,7 +13,9 @@ adapter only has to implement those two state operations.
 * The transformer fast path (key / value slots, HF base model, fused LM head) lives in
   :mod:`seqgan.decoding.hf`, the one module that touches ``transformers`` internals.
 * :func:`make_decoder` picks the generator's own fast decoder (``Generator.fast_decoder``) when it applies,
-  else :class:`StepDecoder`.
+  else :class:`StepDecoder`. A generator that reads a discriminator's leaked features (``needs_features``,
+  LeakGAN's) is always decoded through :class:`StepDecoder`: a fused path bypasses ``step``, where the features
+  of each prefix are read.
 """
 
 from __future__ import annotations
@@ -169,6 +171,8 @@ def make_decoder(generator: Generator, temperature: float, fast: bool = True) ->
     Returns:
         The decoder; enter it (``with decoder:``) around the decoding.
     """
+    if getattr(generator, "needs_features", False):  # leaked features are read in step: no fused path
+        return StepDecoder(generator, temperature)
     if fast and _keeps_fast_decoder(generator):
         decoder = generator.fast_decoder(temperature)
         if decoder is not None:

@@ -1,7 +1,9 @@
 """Generators and discriminators behind one kind registry.
 
 Generators (the :class:`~seqgan.models.base.Generator` contract): ``lstm`` (:class:`LSTMGenerator`), ``rmc``
-(:class:`~seqgan.models.rmc.RMCGenerator`, RelGAN's relational-memory generator), ``transformer``
+(:class:`~seqgan.models.rmc.RMCGenerator`, RelGAN's relational-memory generator), ``leakgan``
+(:class:`~seqgan.models.leakgan.LeakGANGenerator`, LeakGAN's Manager and Worker, which read the CNN
+discriminator's leaked features: :func:`bind_leak`), ``transformer``
 (:class:`~seqgan.models.transformer.TransformerGenerator`, any Hugging Face causal LM), and the conditional
 encoder-decoders ``seq2seq`` (:class:`~seqgan.models.seq2seq.Seq2SeqLSTM`) and ``seq2seq_transformer``
 (:class:`~seqgan.models.seq2seq.Seq2SeqTransformer`), and the class-conditional ``class_lstm``
@@ -26,10 +28,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from seqgan.models.base import Generator
+from seqgan.models.base import FeatureLeak, Generator
 from seqgan.models.class_conditional import ClassBoundDiscriminator, ClassLSTM, LSTMPerClass
 from seqgan.models.discriminator import CNNDiscriminator
 from seqgan.models.feature_discriminator import SentenceFeatureDiscriminator
+from seqgan.models.leakgan import LeakGANGenerator
 from seqgan.models.lm_discriminator import LMDiscriminator
 from seqgan.models.lstm import LSTMGenerator
 from seqgan.models.pair_discriminator import BoundDiscriminator, PairDiscriminator
@@ -47,6 +50,8 @@ __all__ = [
     "ClassBoundDiscriminator",
     "ClassLSTM",
     "ConditionalGenerator",
+    "FeatureLeak",
+    "LeakGANGenerator",
     "LSTMPerClass",
     "Generator",
     "LMDiscriminator",
@@ -60,6 +65,7 @@ __all__ = [
     "Seq2SeqLSTM",
     "Seq2SeqTransformer",
     "TransformerGenerator",
+    "bind_leak",
     "build_discriminator",
     "build_generator",
     "discriminator_class",
@@ -85,6 +91,7 @@ def generator_class(kind: str) -> type[nn.Module]:
     kinds = {
         "lstm": LSTMGenerator,
         "rmc": RMCGenerator,
+        "leakgan": LeakGANGenerator,
         "seq2seq": Seq2SeqLSTM,
         "seq2seq_transformer": Seq2SeqTransformer,
         "class_lstm": ClassLSTM,
@@ -109,6 +116,29 @@ def discriminator_class(kind: str) -> type[nn.Module]:
     if kind not in kinds:
         raise ValueError(f"unknown discriminator kind {kind!r} (known: {', '.join(kinds)})")
     return kinds[kind]
+
+
+def bind_leak(generator: nn.Module, discriminator: nn.Module | None) -> None:
+    """Binds a generator that reads leaked features (``needs_features``: LeakGAN's) to ``discriminator``'s
+    features (:class:`~seqgan.models.base.FeatureLeak`); does nothing for any other generator. DDP wrappers are
+    looked through.
+
+    Raises:
+        ValueError: the generator needs features and there is no discriminator, or its features are not as wide
+            as the generator reads.
+        TypeError: the discriminator leaks no features (not a CNN).
+    """
+    generator = getattr(generator, "module", generator)
+    if not getattr(generator, "needs_features", False):
+        return
+    if discriminator is None:
+        raise ValueError(f"a {type(generator).__name__} reads a discriminator's features, and there is none")
+    leak = FeatureLeak(getattr(discriminator, "module", discriminator))
+    if leak.feature_dim != generator.feature_dim:
+        raise ValueError(
+            f"the generator reads {generator.feature_dim} features but the discriminator has {leak.feature_dim}"
+        )
+    generator.bind_features(leak)
 
 
 def is_conditional(spec: dict) -> bool:
@@ -142,6 +172,11 @@ def build_generator(cfg, tokenizer, classes: list[str] | None = None) -> nn.Modu
         return RMCGenerator(
             tokenizer.vocab_size, g.embed_dim, g.mem_slots, g.num_heads, g.head_size, g.dropout, **ids
         )
+    if g.kind == "leakgan":  # F: the CNN discriminator's feature width, the sum of its filter counts
+        return LeakGANGenerator(
+            tokenizer.vocab_size, sum(cfg.discriminator.num_filters), g.embed_dim, g.hidden_dim,
+            g.manager_hidden_dim, g.goal_size, g.step_size, g.dropout, **ids,
+        )  # fmt: skip
     if g.kind in ("class_lstm", "lstm_per_class"):
         if not classes:
             raise ValueError(f"generator.kind={g.kind} needs the class names (the category task's labels)")

@@ -318,6 +318,29 @@ class CNNDiscriminator(nn.Module):
         """``(B, T, E)`` -> ``(B, F)`` pooled, ReLU- and highway-transformed features (see :meth:`pool`)."""
         return self.highway(F.relu(self.pool(embeds, lengths)))
 
+    @property
+    def feature_dim(self) -> int:
+        """F, the width of :meth:`features` (the filters of every width together)."""
+        return sum(self.num_filters)
+
+    def prefix_features(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The feature vector of each row's prefix: what LeakGAN leaks to its generator (Guo et al. 2018).
+
+        Only the first ``lengths[b]`` tokens of row ``b`` are visible: the embeddings after them are zero (what
+        padding reads), so the features of a prefix do not depend on what follows it. A prefix of length 0 (no
+        token yet) reads one window of zeros.
+
+        Args:
+            tokens: ``(B, T)`` ids (anything after each prefix is ignored).
+            lengths: ``(B,)`` prefix lengths, ``0 <= lengths <= T``.
+        Returns:
+            ``(B, F)`` pooled, ReLU- and highway-transformed features (:meth:`features`).
+        """
+        embeds = self.embed(tokens)  # (B, T, E)
+        visible = torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lengths[:, None]
+        embeds = embeds * visible[..., None].to(embeds.dtype)
+        return self.features(embeds, lengths.clamp(min=1))
+
     def head(self, pooled: torch.Tensor) -> torch.Tensor:
         """``(B, F)`` max-pooled convolution outputs (:meth:`pool`) -> ``(B,)`` logits (``(B, K)`` with
         ``num_outputs = K > 1``): ReLU, highway, dropout, output layer. Shared by :meth:`forward` and the

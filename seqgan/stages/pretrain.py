@@ -47,13 +47,14 @@ def _shard(examples):
 
 
 def check_single_process(cfg: Config) -> None:
-    """The category task's trainers run in one process: refuse ``torchrun`` with several."""
-    if cfg.task == "category" and distributed.world_size() > 1:
+    """The category task's trainers and LeakGAN's generator (two objectives per MLE step, each a forward of its
+    own) run in one process: refuse ``torchrun`` with several."""
+    if distributed.world_size() > 1 and (cfg.task == "category" or cfg.generator.kind == "leakgan"):
         from seqgan.config import ConfigError
 
+        what = "the category task (category.train)" if cfg.task == "category" else "generator.kind=leakgan"
         raise ConfigError(
-            "the category task (category.train) trains in one process; run it without torchrun "
-            f"(got {distributed.world_size()} processes)"
+            f"{what} trains in one process; run it without torchrun (got {distributed.world_size()} processes)"
         )
 
 
@@ -153,66 +154,76 @@ def pretrain(cfg: Config, resume: bool = False, overwrite: bool = False) -> Path
         save_numbered(ckpt, ckpt_path, step, cfg.checkpoint_keep)
         guard.note = f"the last checkpoint, {ckpt_path} (MLE epoch {epoch}, round {rnd}), is left as it was"
 
-    # ---- MLE pretraining
-    per_rank_batch = rcfg.pretrain.batch_size
-    for epoch in range(done_epochs + 1, pc.epochs + 1):
-        total, count = 0.0, 0
-        bar = tqdm(
-            task.batches(train, per_rank_batch, data_rng, cfg),
-            desc=f"MLE {epoch}/{pc.epochs}",
-            total=(len(train) + per_rank_batch - 1) // per_rank_batch,
-            leave=False,
-            disable=None,
-        )
-        for idx in bar:
-            with autocast(cfg.precision, device):
-                loss = task.mle_step(generator, g_opt, train[idx].to(device), pc.grad_clip, guard)
-            step += 1
-            if loss == loss:  # a skipped non-finite step returns NaN and is not averaged
-                total, count = total + loss, count + 1
-            bar.set_postfix(nll=f"{loss:.3f}")
-        metrics = {
-            "epoch": epoch,
-            "generator/train_nll": total / max(count, 1),
-            "nan/skipped_steps": guard.skipped,
-        }
-        metrics = distributed.mean_metrics(metrics)  # mean over ranks
-        if distributed.is_main():  # held-out metrics: rank 0 alone
-            for name in heldout:
-                metrics[f"eval/nll_{name}"] = task.heldout_nll(
-                    gen_model, data.splits[name], pc.eval_batch_size
-                )
-            if oracle is not None:  # NLL_oracle of fresh samples, the synthetic benchmark's metric
-                fresh = sample(
-                    gen_model, pc.oracle_eval_samples, cfg.data.max_len, rng=sample_rng, batch_size=1024
-                )
-                metrics["eval/nll_oracle"] = oracle.nll(fresh.tokens.cpu())
-        logger.log(step, metrics)
-        print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch"))
-        if pc.num_print_samples and distributed.is_main():
-            for text in task.show(gen_model, data, cfg, pc.num_print_samples, sample_rng):
-                print("   ", text)
-        save(epoch, 0)
+    # ---- MLE pretraining, and discriminator pretraining on real vs freshly generated (and, for pairs,
+    # mismatched) examples; the discriminator first when the generator reads its features (LeakGAN), so that the
+    # generator learns to read the features of a discriminator that already tells real from generated
+    d_first = bool(getattr(gen_model, "needs_features", False))
 
-    # ---- discriminator pretraining on real vs freshly generated (and, for pairs, mismatched) examples
-    for rnd in range(done_rounds + 1, pc.d_rounds + 1):
-        t0 = time.time()
-        with autocast(cfg.precision, device):
-            metrics = task.discriminator_round(
-                discriminator, d_opt, gen_model, train, rcfg.pretrain.d_num_negatives, pc.d_epochs,
-                rcfg.pretrain.d_batch_size, cfg, data_rng, sample_rng, guard,
-            )  # fmt: skip
-        metrics = distributed.mean_metrics(metrics)
-        metrics["d_round"] = rnd
-        if distributed.is_main():
-            metrics.update(task.discriminator_heldout(disc_model, gen_model, data, cfg, sample_rng))
-        step += 1
-        logger.log(step, metrics)
-        print(
-            f"discriminator round {rnd}/{pc.d_rounds} ({time.time() - t0:.1f}s): "
-            + ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in metrics.items() if k != "d_round")
-        )
-        save(pc.epochs, rnd)
+    def mle_epochs() -> None:
+        nonlocal step
+        per_rank_batch = rcfg.pretrain.batch_size
+        for epoch in range(done_epochs + 1, pc.epochs + 1):
+            total, count = 0.0, 0
+            bar = tqdm(
+                task.batches(train, per_rank_batch, data_rng, cfg),
+                desc=f"MLE {epoch}/{pc.epochs}",
+                total=(len(train) + per_rank_batch - 1) // per_rank_batch,
+                leave=False,
+                disable=None,
+            )
+            for idx in bar:
+                with autocast(cfg.precision, device):
+                    loss = task.mle_step(generator, g_opt, train[idx].to(device), pc.grad_clip, guard)
+                step += 1
+                if loss == loss:  # a skipped non-finite step returns NaN and is not averaged
+                    total, count = total + loss, count + 1
+                bar.set_postfix(nll=f"{loss:.3f}")
+            metrics = {
+                "epoch": epoch,
+                "generator/train_nll": total / max(count, 1),
+                "nan/skipped_steps": guard.skipped,
+            }
+            metrics = distributed.mean_metrics(metrics)  # mean over ranks
+            if distributed.is_main():  # held-out metrics: rank 0 alone
+                for name in heldout:
+                    metrics[f"eval/nll_{name}"] = task.heldout_nll(
+                        gen_model, data.splits[name], pc.eval_batch_size
+                    )
+                if oracle is not None:  # NLL_oracle of fresh samples, the synthetic benchmark's metric
+                    fresh = sample(
+                        gen_model, pc.oracle_eval_samples, cfg.data.max_len, rng=sample_rng, batch_size=1024
+                    )
+                    metrics["eval/nll_oracle"] = oracle.nll(fresh.tokens.cpu())
+            logger.log(step, metrics)
+            print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch"))
+            if pc.num_print_samples and distributed.is_main():
+                for text in task.show(gen_model, data, cfg, pc.num_print_samples, sample_rng):
+                    print("   ", text)
+            save(epoch, pc.d_rounds if d_first else 0)
+
+    def discriminator_rounds() -> None:
+        nonlocal step
+        for rnd in range(done_rounds + 1, pc.d_rounds + 1):
+            t0 = time.time()
+            with autocast(cfg.precision, device):
+                metrics = task.discriminator_round(
+                    discriminator, d_opt, gen_model, train, rcfg.pretrain.d_num_negatives, pc.d_epochs,
+                    rcfg.pretrain.d_batch_size, cfg, data_rng, sample_rng, guard,
+                )  # fmt: skip
+            metrics = distributed.mean_metrics(metrics)
+            metrics["d_round"] = rnd
+            if distributed.is_main():
+                metrics.update(task.discriminator_heldout(disc_model, gen_model, data, cfg, sample_rng))
+            step += 1
+            logger.log(step, metrics)
+            print(
+                f"discriminator round {rnd}/{pc.d_rounds} ({time.time() - t0:.1f}s): "
+                + ", ".join(f"{k.split('/')[-1]} {v:.3f}" for k, v in metrics.items() if k != "d_round")
+            )
+            save(0 if d_first else pc.epochs, rnd)
+
+    for phase in (discriminator_rounds, mle_epochs) if d_first else (mle_epochs, discriminator_rounds):
+        phase()
 
     # ---- final checkpoint (already written by the last epoch or round) and curves
     if pc.epochs == done_epochs and pc.d_rounds == done_rounds and not resume:

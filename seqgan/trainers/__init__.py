@@ -19,6 +19,9 @@
   KL over the vocabulary to a mediator language model of the real/generated mix), settings ``cot``.
 - ``dpgan``: :class:`DPGANTrainer` (Xu et al. 2018, arXiv 1802.01345: a language-model discriminator, novelty
   rewards), settings ``dpgan``.
+- ``leakgan``: :class:`LeakGANTrainer` (Guo et al. 2018, arXiv 1709.08624: the CNN discriminator's features
+  leak to a Manager/Worker generator, ``generator.kind: leakgan``; hierarchical policy gradient with rescaled
+  rollout values, intrinsic rewards and interleaved MLE), settings ``leakgan``.
 - the conditional task: :class:`ConditionalTrainer` (Li et al. 2017, arXiv 1701.06547), which composes a
   :class:`PolicyGradientTrainer` over (context, response) pairs; settings ``seqgan`` and ``conditional``.
 - the category task: ``sentigan``: :class:`SentiGANTrainer` (Wang & Wan 2018), settings ``sentigan``;
@@ -44,6 +47,7 @@ from seqgan.trainers.cot import CoTTrainer
 from seqgan.trainers.dgsan import DGSANTrainer
 from seqgan.trainers.dpgan import DPGANTrainer
 from seqgan.trainers.gumbel import GumbelTrainer
+from seqgan.trainers.leakgan import LeakGANTrainer
 from seqgan.trainers.maligan import MaliGANTrainer
 from seqgan.trainers.rankgan import RankGANTrainer
 from seqgan.trainers.scratchgan import ScratchGANTrainer
@@ -59,6 +63,7 @@ __all__ = [
     "DGSANTrainer",
     "DPGANTrainer",
     "GumbelTrainer",
+    "LeakGANTrainer",
     "MaliGANTrainer",
     "NonFiniteGuard",
     "NonFiniteLossError",
@@ -80,6 +85,7 @@ TRAINERS: dict[str, type[AdversarialTrainer]] = {
     "dgsan": DGSANTrainer,
     "cot": CoTTrainer,
     "dpgan": DPGANTrainer,
+    "leakgan": LeakGANTrainer,
     "sentigan": SentiGANTrainer,
     "catgan": CatGANTrainer,
 }

@@ -55,6 +55,9 @@ def mle_step(
 ) -> float:
     """One teacher-forced maximum-likelihood update on ``(B, T)`` target sequences (train mode: dropout on).
 
+    The loss is the mean NLL per real token plus the generator's own extra term when it has one
+    (``Generator.mle_extra_loss``: LeakGAN's Manager objective on the real sentences).
+
     Returns:
         The mean NLL per real token, or NaN when the update was skipped (``guard`` with policy ``skip``).
     Raises:
@@ -63,7 +66,10 @@ def mle_step(
     guard = guard or NonFiniteGuard("stop")
     generator.train()
     total, count = sequence_nll(generator, tokens)
-    loss = total / max(count, 1)  # mean NLL per real token
+    nll = total / max(count, 1)  # mean NLL per real token
+    extra_loss = getattr(getattr(generator, "module", generator), "mle_extra_loss", None)
+    extra = extra_loss(tokens) if extra_loss is not None else None
+    loss = nll if extra is None else nll + extra
     stepped, _ = guarded_update(
         loss,
         optimizer,
@@ -73,7 +79,7 @@ def mle_step(
         grad_clip,
         what="MLE loss / gradient norm; lower pretrain.lr or check the data",
     )
-    return loss.item() if stepped else float("nan")
+    return nll.item() if stepped else float("nan")
 
 
 def discriminator_step(
