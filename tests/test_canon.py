@@ -177,6 +177,7 @@ def test_canon_quick_run(quick_run):
     assert canon.same_generator(seqgan / "pretrain.pt", seqgan / "pretrain.pt")
 
 
+@pytest.mark.slow  # a second quick run (about 15 s): the default run keeps the first one
 def test_canon_quick_run_reuses_finished_runs(quick_run):
     out, first = quick_run
     ckpts = sorted(out.glob("coco/seed_0/*/*.pt"))
