@@ -11,7 +11,7 @@ Text files (whitespace-tokenized, one sentence a line):
 
 A checkpoint (samples from the model, references = the config's test split):
     python recipes/evaluate.py --checkpoint runs/coco_lstm/pretrain.pt [--num-samples 10000] \
-        [--temperature 1.0 --top-k 0 --top-p 1.0 --seed 0] [--fed] [--json OUT] \
+        [--temperature 1.0 --top-k 0 --top-p 1.0 --seed 0] [--fed] [--nll-sentences N] [--json OUT] \
         [--sweep 0.6 0.8 1.0 1.2 1.5 [--sweep-samples 2000] [--compare other_sweep.json ...] [--out-dir DIR]]
 
 Every option is checked before any sampling, and the folders written to must be writable before the work
