@@ -188,6 +188,35 @@ class AdversarialTrainer:
     rng: torch.Generator | None
     nan_guard: NonFiniteGuard
 
+    section: str = ""
+    """The config section :meth:`from_config` reads: the method's own settings (``seqgan``, ``cot``, ...)."""
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        rng: torch.Generator | None = None,
+        **_: object,
+    ) -> AdversarialTrainer:
+        """The trainer an experiment config describes: its :attr:`section`, the sequence length, the NaN
+        policy, and whatever else :meth:`config_options` reads from the config."""
+        return cls(
+            generator,
+            discriminator,
+            getattr(cfg, cls.section),
+            max_len=cfg.data.max_len,
+            rng=rng,
+            nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
+            **cls.config_options(cfg),
+        )
+
+    @classmethod
+    def config_options(cls, cfg) -> dict:
+        """Keyword arguments of the constructor that :meth:`from_config` takes from other config sections."""
+        return {}
+
     def generator_step(self, *args, **kwargs) -> dict[str, float]:
         raise NotImplementedError
 

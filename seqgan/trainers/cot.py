@@ -32,7 +32,7 @@ import time
 import torch
 from torch import nn
 
-from seqgan.config import Config, CoTConfig
+from seqgan.config import CoTConfig
 from seqgan.distributed import unwrap
 from seqgan.losses import sampled_log_probs, vocabulary_kl
 from seqgan.models.base import Generator
@@ -70,6 +70,8 @@ class CoTTrainer(AdversarialTrainer):
         nan_guard: what a NaN/inf loss or gradient does (default: stop).
     """
 
+    section = "cot"
+
     def __init__(
         self,
         generator: Generator,
@@ -92,25 +94,6 @@ class CoTTrainer(AdversarialTrainer):
         self.d_optimizer = adam(discriminator.parameters(), lr=cfg.mediator_lr)
         self.g_steps = 0
         self.d_steps = 0
-
-    @classmethod
-    def from_config(
-        cls,
-        cfg: Config,
-        generator: Generator,
-        discriminator: nn.Module,
-        rng: torch.Generator | None = None,
-        **_: object,
-    ) -> CoTTrainer:
-        """The trainer an experiment config describes (``adversarial.method: cot``, ``cot`` section)."""
-        return cls(
-            generator,
-            discriminator,
-            cfg.cot,
-            max_len=cfg.data.max_len,
-            rng=rng,
-            nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
-        )
 
     def sample(self, num: int) -> Samples:
         """``num`` sequences from the generator at the training temperature (eval mode, no gradient)."""

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqgan import distributed
-from seqgan.config import Config, DGSANConfig
+from seqgan.config import DGSANConfig
 from seqgan.data.datasets import sequence_mask
 from seqgan.distributed import unwrap
 from seqgan.losses import sampled_log_probs
@@ -111,6 +111,8 @@ class DGSANTrainer(AdversarialTrainer):
         nan_guard: what a NaN/inf loss or gradient does (default: stop with :class:`NonFiniteLossError`).
     """
 
+    section = "dgsan"
+
     def __init__(
         self,
         generator: Generator,
@@ -139,25 +141,6 @@ class DGSANTrainer(AdversarialTrainer):
         self.refreshes = 0
         self.g_steps = 0
         self.d_steps = 0
-
-    @classmethod
-    def from_config(
-        cls,
-        cfg: Config,
-        generator: Generator,
-        discriminator: nn.Module,
-        rng: torch.Generator | None = None,
-        **_: object,
-    ) -> DGSANTrainer:
-        """The trainer an experiment config describes (``adversarial.method: dgsan``, ``dgsan`` section)."""
-        return cls(
-            generator,
-            discriminator,
-            cfg.dgsan,
-            max_len=cfg.data.max_len,
-            rng=rng,
-            nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
-        )
 
     def train_epoch(self, real: torch.Tensor, data_rng: torch.Generator) -> dict[str, float]:
         """One epoch: ``steps_per_epoch`` updates (0: one pass over ``real`` ``(N, T)``), real batches in

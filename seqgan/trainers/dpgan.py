@@ -33,7 +33,7 @@ import time
 import torch
 from torch import nn
 
-from seqgan.config import Config, DPGANConfig
+from seqgan.config import DPGANConfig
 from seqgan.distributed import unwrap
 from seqgan.losses import (
     dpgan_discriminator_loss,
@@ -91,6 +91,8 @@ class DPGANTrainer(AdversarialTrainer):
         nan_guard: what a NaN/inf loss or gradient does (default: stop).
     """
 
+    section = "dpgan"
+
     def __init__(
         self,
         generator: Generator,
@@ -116,25 +118,6 @@ class DPGANTrainer(AdversarialTrainer):
         self.baseline_ema, self.baseline_seen = new_baseline(max_len, generator.device)  # (T,) each
         self.g_steps = 0
         self.d_steps = 0
-
-    @classmethod
-    def from_config(
-        cls,
-        cfg: Config,
-        generator: Generator,
-        discriminator: nn.Module,
-        rng: torch.Generator | None = None,
-        **_: object,
-    ) -> DPGANTrainer:
-        """The trainer an experiment config describes (``adversarial.method: dpgan``, ``dpgan`` section)."""
-        return cls(
-            generator,
-            discriminator,
-            cfg.dpgan,
-            max_len=cfg.data.max_len,
-            rng=rng,
-            nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
-        )
 
     def sample(self, num: int) -> Samples:
         """``num`` sequences from the generator at the training temperature (eval mode, no gradient)."""

@@ -105,6 +105,8 @@ class LeakGANTrainer(AdversarialTrainer):
         batch_by_length: discriminator rounds draw length-bucketed batches.
     """
 
+    section = "leakgan"
+
     def __init__(
         self,
         generator: LeakGANGenerator,
@@ -137,24 +139,9 @@ class LeakGANTrainer(AdversarialTrainer):
         self.epochs_done = 0
 
     @classmethod
-    def from_config(
-        cls,
-        cfg: Config,
-        generator: LeakGANGenerator,
-        discriminator: nn.Module,
-        rng: torch.Generator | None = None,
-        **_: object,
-    ) -> LeakGANTrainer:
-        """The trainer an experiment config describes (``adversarial.method: leakgan``, ``leakgan`` section)."""
-        return cls(
-            generator,
-            discriminator,
-            cfg.leakgan,
-            max_len=cfg.data.max_len,
-            rng=rng,
-            nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
-            batch_by_length=cfg.discriminator.batch_by_length,
-        )
+    def config_options(cls, cfg: Config) -> dict:
+        """Length-bucketed discriminator batches as ``discriminator.batch_by_length`` says."""
+        return {"batch_by_length": cfg.discriminator.batch_by_length}
 
     def sample(self, num: int) -> Samples:
         """``num`` sequences at the training temperature (eval mode, no gradient; the leak read at every step)."""

@@ -70,6 +70,8 @@ class ScratchGANTrainer(AdversarialTrainer):
         nan_guard: what a NaN/inf loss or gradient does (default: stop with :class:`NonFiniteLossError`).
     """
 
+    section = "scratchgan"
+
     def __init__(
         self,
         generator: Generator,
@@ -99,25 +101,6 @@ class ScratchGANTrainer(AdversarialTrainer):
         self.baseline_ema, self.baseline_seen = new_baseline(max_len, generator.device)  # (T,) each
         self.g_steps = 0
         self.d_steps = 0
-
-    @classmethod
-    def from_config(
-        cls,
-        cfg: Config,
-        generator: Generator,
-        discriminator: nn.Module,
-        rng: torch.Generator | None = None,
-        **_: object,
-    ) -> ScratchGANTrainer:
-        """The trainer an experiment config describes (``adversarial.method: scratchgan``)."""
-        return cls(
-            generator,
-            discriminator,
-            cfg.scratchgan,
-            max_len=cfg.data.max_len,
-            rng=rng,
-            nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
-        )
 
     def _sample(self, num: int) -> Samples:
         return sample(self.generator, num, self.max_len, temperature=self.config.temperature, rng=self.rng)

@@ -30,7 +30,7 @@ import time
 import torch
 from torch import nn
 
-from seqgan.config import Config, SentiGANConfig
+from seqgan.config import SentiGANConfig
 from seqgan.distributed import unwrap
 from seqgan.losses import sampled_log_probs, sentigan_penalty_loss, step_means
 from seqgan.models.class_conditional import ClassBoundDiscriminator
@@ -66,6 +66,8 @@ class SentiGANTrainer(AdversarialTrainer):
         ValueError: the discriminator does not have ``k + 1`` outputs.
     """
 
+    section = "sentigan"
+
     def __init__(
         self,
         generator: nn.Module,
@@ -97,25 +99,6 @@ class SentiGANTrainer(AdversarialTrainer):
         self.bound_discriminator = ClassBoundDiscriminator(unwrap(discriminator), labels[:, 0])
         self.g_steps = 0
         self.d_steps = 0
-
-    @classmethod
-    def from_config(
-        cls,
-        cfg: Config,
-        generator: nn.Module,
-        discriminator: nn.Module,
-        rng: torch.Generator | None = None,
-        **_,
-    ) -> SentiGANTrainer:
-        """The trainer an experiment config describes (``adversarial.method: sentigan``, ``sentigan`` section)."""
-        return cls(
-            generator,
-            discriminator,
-            cfg.sentigan,
-            max_len=cfg.data.max_len,
-            rng=rng,
-            nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
-        )
 
     def bind(self, label: int) -> None:
         """Conditions the generator, the rollout policy and the discriminator on class ``label`` (every row)."""

@@ -78,7 +78,6 @@ class PolicyGradientTrainer(AdversarialTrainer):
     """
 
     section = "seqgan"
-    """The config section :meth:`from_config` reads."""
 
     def __init__(
         self,
@@ -125,25 +124,9 @@ class PolicyGradientTrainer(AdversarialTrainer):
         self.d_steps = 0
 
     @classmethod
-    def from_config(
-        cls,
-        cfg: Config,
-        generator: Generator,
-        discriminator: nn.Module,
-        rng: torch.Generator | None = None,
-        **_: object,
-    ) -> PolicyGradientTrainer:
-        """The trainer an experiment config describes (``adversarial.method: seqgan``, ``seqgan`` section; a
-        subclass reads the section named by its :attr:`section`)."""
-        return cls(
-            generator,
-            discriminator,
-            getattr(cfg, cls.section),
-            max_len=cfg.data.max_len,
-            rng=rng,
-            nan_guard=NonFiniteGuard(cfg.nan_policy, cfg.nan_max_consecutive),
-            batch_by_length=cfg.discriminator.batch_by_length,
-        )
+    def config_options(cls, cfg: Config) -> dict:
+        """Length-bucketed discriminator batches as ``discriminator.batch_by_length`` says."""
+        return {"batch_by_length": cfg.discriminator.batch_by_length}
 
     def sample(self, num: int) -> Samples:
         """``num`` sequences from the generator at the training temperature (eval mode, no gradient)."""
