@@ -344,6 +344,7 @@ IGNORED_KEYS = (
     "generator.dropout",
     "discriminator.dropout",
     "generator.pretrained_path",
+    "generator.init_std",
     "discriminator.batch_by_length",
 )
 """Keys under :data:`MODEL_KEYS` that change no shape."""

@@ -218,6 +218,10 @@ class GeneratorConfig(Section):
     dropout: float = ranged(0.0, UNIT_RIGHT_OPEN)
     """Dropout (LSTM between layers and on the output; transformer: residual/attention/embedding). Training
     updates use it; sampling, rollouts and the policy-gradient log-probabilities run without it."""
+    init_std: float = ranged(0.0, NON_NEGATIVE)
+    """Models built from scratch: draw every weight and bias from N(0, init_std) (the SeqGAN, LeakGAN and
+    Texygen reference code: 0.1); 0 keeps PyTorch's default initialisation (embeddings N(0, 1), recurrent and
+    linear layers uniform in +-1/sqrt(fan-in)). Not used with ``pretrained_path``."""
     mem_slots: int = ranged(1, AT_LEAST_ONE)
     """rmc: rows of the relational memory (RelGAN: 1)."""
     num_heads: int = ranged(2, AT_LEAST_ONE)

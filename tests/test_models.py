@@ -126,3 +126,27 @@ def test_discriminator_ignores_how_much_padding_follows():
     torch.testing.assert_close(d(tokens[:1, :3]), d(tokens)[:1])
     one_hot = torch.nn.functional.one_hot(tokens, 20).float()
     torch.testing.assert_close(d(one_hot, lengths=torch.tensor([3, 5])), d(tokens))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "rmc", "transformer"])
+def test_init_std_redraws_every_generator_parameter(kind):
+    """generator.init_std=s: every weight and bias drawn from N(0, s), as in the SeqGAN reference code; 0 keeps
+    PyTorch's defaults (the embeddings then are N(0, 1))."""
+    from seqgan.config import load_config
+    from seqgan.models import build_generator
+
+    class Tok:
+        vocab_size, pad_id, bos_id, eos_id = 500, 0, 1, 2
+
+    sizes = ["generator.embed_dim=64", "generator.hidden_dim=64", "generator.n_embd=64", "generator.head_size=16"]
+    torch.manual_seed(0)
+    default = build_generator(load_config(None, [f"generator.kind={kind}", *sizes]), Tok())
+    torch.manual_seed(0)
+    scaled = build_generator(load_config(None, [f"generator.kind={kind}", *sizes, "generator.init_std=0.1"]), Tok())
+    flat = torch.cat([p.detach().flatten() for p in scaled.parameters()])
+    assert abs(flat.mean().item()) < 0.005 and abs(flat.std().item() - 0.1) < 0.005
+    for (name, p), q in zip(scaled.named_parameters(), default.parameters(), strict=True):
+        assert p.numel() < 8 or 0.05 < p.detach().std().item() < 0.15, name  # no tensor left at its default
+        assert not torch.equal(p, q), name
+    if kind == "lstm":
+        assert abs(default.embedding.weight.std().item() - 1.0) < 0.05

@@ -26,6 +26,7 @@ has ``spec()`` and ``from_spec(spec)``). ``transformers`` is imported only when 
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from seqgan.models.base import FeatureLeak, Generator
@@ -160,10 +161,23 @@ def build_generator(cfg, tokenizer, classes: list[str] | None = None) -> nn.Modu
     ``generator.pretrained_path`` the transformer is loaded from that local directory. ``classes``: the class
     names of the category task's generators.
 
+    ``generator.init_std`` > 0 then redraws every parameter from N(0, init_std).
+
     Raises:
         ValueError: the pretrained model does not fit the tokenizer (more token ids than embeddings, or special
             ids outside its vocabulary).
     """
+    gen = _build_generator(cfg, tokenizer, classes)
+    std = cfg.generator.init_std
+    if std and not (cfg.generator.kind == "transformer" and cfg.generator.pretrained_path):
+        with torch.no_grad():
+            for p in gen.parameters():
+                p.normal_(0.0, std)
+    return gen
+
+
+def _build_generator(cfg, tokenizer, classes: list[str] | None = None) -> nn.Module:
+    """The generator of ``cfg.generator.kind``, with its own initialisation."""
     g = cfg.generator
     ids = {"pad_id": tokenizer.pad_id, "bos_id": tokenizer.bos_id, "eos_id": tokenizer.eos_id}
     if g.kind == "lstm":
