@@ -6,7 +6,9 @@
 
 Runs the same stages as the recipes (pretrain -> adversarial) on 10,000 sequences of length 20 sampled from the
 oracle (``--oracle``: the paper's published weights, by default ../shared/data/seqgan_oracle/seqgan_oracle.npz
-when that file exists, or a file made by recipes/prepare_oracle.py; without one a seeded random oracle), prints NLL_oracle after MLE and after adversarial training with the paper's figures beside them, and
+when that file exists, or a file made by recipes/prepare_oracle.py; without one a seeded random oracle), prints
+NLL_oracle of the untrained generator (the paper's "random" row), after MLE and after adversarial training, with
+the paper's Table 1 beside them (its scheduled-sampling and PG-BLEU rows are printed as the paper's only), and
 writes the NLL_oracle curve over both stages as ``oracle_curve.png``. ``--quick`` is a one-minute smoke run
 (tiny sizes, no quality claim). The last line is one JSON object.
 """
@@ -77,6 +79,24 @@ def plot(pre: list[dict], adv: list[dict], mle_epochs: int, png: Path) -> None:
     plt.close(fig)
 
 
+def untrained_nll_oracle(cfg) -> float:
+    """The paper's "random" row: NLL_oracle of ``pretrain.oracle_eval_samples`` samples of the config's generator
+    as initialised (seed ``cfg.seed``, ``generator.init_std``), before any training."""
+    import torch
+
+    from seqgan.data.tokenizers import IdTokenizer
+    from seqgan.models import build_generator
+    from seqgan.runs import load_oracle
+    from seqgan.sampling import sample
+
+    oracle = load_oracle(cfg.data)[0]
+    tok = IdTokenizer(oracle.vocab_size, oracle.start_token)
+    torch.manual_seed(cfg.seed)
+    gen = build_generator(cfg, tok)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    return oracle.nll(sample(gen, cfg.pretrain.oracle_eval_samples, cfg.data.max_len, rng=rng, batch_size=1024).tokens)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default=str(ROOT / "benchmarks/configs/oracle_seqgan.yaml"))
@@ -113,6 +133,7 @@ def main(argv=None) -> dict:
     adversarial(cfg, resume=resume_adv, overwrite=over_adv)
     wall = time.time() - start
 
+    nll_random = untrained_nll_oracle(cfg)
     pre = _records(out / "metrics.jsonl")
     adv = _records(out / "adversarial_metrics.jsonl")
     kind = load_oracle(cfg.data)[1]
@@ -122,14 +143,18 @@ def main(argv=None) -> dict:
 
     print(f"oracle: {kind}; {cfg.data.num_train} training sequences of length {cfg.data.max_len}")
     print(f"{'':28s}{'ours':>8s}{'paper':>8s}")
+    print(f"{'NLL_oracle untrained':28s}{nll_random:8.3f}{PAPER['random']:8.3f}")
     print(f"{'NLL_oracle after MLE':28s}{nll_mle:8.3f}{PAPER['mle']:8.3f}")
     print(f"{'NLL_oracle after SeqGAN':28s}{nll_adv:8.3f}{PAPER['seqgan']:8.3f}")
     print(f"{'improvement':28s}{nll_mle - nll_adv:8.3f}{PAPER['mle'] - PAPER['seqgan']:8.3f}")
+    print(f"{'paper only: scheduled sampling':36s}{PAPER['schedule_sampling']:8.3f}")
+    print(f"{'paper only: PG-BLEU':36s}{PAPER['pg_bleu']:8.3f}")
     print(
         f"wall time: MLE + discriminator pretraining {t_mle:.0f}s, adversarial {wall - t_mle:.0f}s, "
         f"total {wall:.0f}s; curve: {out / 'oracle_curve.png'}"
     )
     result = {
+        "nll_oracle_random": nll_random,
         "nll_oracle_mle": nll_mle,
         "nll_oracle_adversarial": nll_adv,
         "improvement": nll_mle - nll_adv,

@@ -41,6 +41,10 @@ def test_oracle_benchmark_quick(root, tmp_path):
     result = last_json(proc)
     assert result["oracle"] in ("file", "random")
     assert result["nll_oracle_mle"] > 0 and result["nll_oracle_adversarial"] > 0 and result["wall_s"] > 0
+    # the untrained generator is close to uniform tokens (11.4 under the paper's oracle) and worse than MLE
+    assert result["nll_oracle_random"] > result["nll_oracle_mle"]
+    if result["oracle"] == "file":
+        assert abs(result["nll_oracle_random"] - 11.4) < 0.3, result["nll_oracle_random"]
     assert (tmp_path / "oracle_curve.png").stat().st_size > 0
 
 
