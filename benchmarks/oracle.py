@@ -94,7 +94,9 @@ def untrained_nll_oracle(cfg) -> float:
     torch.manual_seed(cfg.seed)
     gen = build_generator(cfg, tok)
     rng = torch.Generator().manual_seed(cfg.seed)
-    return oracle.nll(sample(gen, cfg.pretrain.oracle_eval_samples, cfg.data.max_len, rng=rng, batch_size=1024).tokens)
+    return oracle.nll(
+        sample(gen, cfg.pretrain.oracle_eval_samples, cfg.data.max_len, rng=rng, batch_size=1024).tokens
+    )
 
 
 def main(argv=None) -> dict:

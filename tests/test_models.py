@@ -138,11 +138,18 @@ def test_init_std_redraws_every_generator_parameter(kind):
     class Tok:
         vocab_size, pad_id, bos_id, eos_id = 500, 0, 1, 2
 
-    sizes = ["generator.embed_dim=64", "generator.hidden_dim=64", "generator.n_embd=64", "generator.head_size=16"]
+    sizes = [
+        "generator.embed_dim=64",
+        "generator.hidden_dim=64",
+        "generator.n_embd=64",
+        "generator.head_size=16",
+    ]
     torch.manual_seed(0)
     default = build_generator(load_config(None, [f"generator.kind={kind}", *sizes]), Tok())
     torch.manual_seed(0)
-    scaled = build_generator(load_config(None, [f"generator.kind={kind}", *sizes, "generator.init_std=0.1"]), Tok())
+    scaled = build_generator(
+        load_config(None, [f"generator.kind={kind}", *sizes, "generator.init_std=0.1"]), Tok()
+    )
     flat = torch.cat([p.detach().flatten() for p in scaled.parameters()])
     assert abs(flat.mean().item()) < 0.005 and abs(flat.std().item() - 0.1) < 0.005
     for (name, p), q in zip(scaled.named_parameters(), default.parameters(), strict=True):
