@@ -42,6 +42,7 @@ import argparse
 import importlib.util
 import json
 import math
+import os
 import sys
 import time
 from collections import Counter
@@ -630,6 +631,19 @@ def _finite(obj):
     return obj
 
 
+def _read_store(path: Path, benchmark: str, paper: dict) -> tuple[dict, dict]:
+    """``canon.json`` as it is on disk now (empty when absent), and its entry for ``benchmark``."""
+    store = json.loads(path.read_text()) if path.is_file() else {"benchmarks": {}}
+    store["paper_oracle"] = paper
+    return store, store["benchmarks"].setdefault(benchmark, {"seeds": {}})
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_outputs(out_dir: Path, store: dict) -> str:
     """``canon.json`` and ``canon.md`` (every benchmark in the store); returns the markdown."""
     labels = {"real": "real data", "mle": "MLE", **{m: e.label for m, e in METHODS.items()}}
@@ -649,8 +663,8 @@ def write_outputs(out_dir: Path, store: dict) -> str:
             )
         md += ["", proto["notes"], ""]
     text = "\n".join(md)
-    (out_dir / "canon.md").write_text(text)
-    (out_dir / "canon.json").write_text(json.dumps(_finite(store), indent=2) + "\n")
+    _write_atomic(out_dir / "canon.md", text)
+    _write_atomic(out_dir / "canon.json", json.dumps(_finite(store), indent=2) + "\n")
     return text
 
 
@@ -668,9 +682,8 @@ def main(argv=None) -> dict:
     fed_num, fed_note = fed_status(args)
     scorer = Scorer(args, cache, fed_num)
     store_path = out_dir / "canon.json"
-    store = json.loads(store_path.read_text()) if store_path.is_file() else {"benchmarks": {}}
-    store["paper_oracle"] = _load_benchmark("oracle").PAPER
-    entry = store["benchmarks"].setdefault(args.benchmark, {"seeds": {}})
+    paper = _load_benchmark("oracle").PAPER
+    store, entry = _read_store(store_path, args.benchmark, paper)
     keys = COCO_KEYS if args.benchmark == "coco" else ORACLE_KEYS
     for seed in args.seeds:
         print(f"==== {args.benchmark}, seed {seed}: {', '.join(args.methods)}")
@@ -683,6 +696,8 @@ def main(argv=None) -> dict:
                 runs[method] = train_method(args, method, seed, seed_dir, ref_cfg)
         print(f"-- scoring seed {seed} ({args.samples} samples per model)")
         rows, curve = score_seed(scorer, args, runs, seed)
+        # read again: another invocation (another benchmark or seed) may have written since this one started
+        store, entry = _read_store(store_path, args.benchmark, paper)
         old = entry["seeds"].get(str(seed), {"rows": {}, "runs": {}})
         entry["seeds"][str(seed)] = {
             "rows": {**old["rows"], **rows},  # methods scored in an earlier invocation stay

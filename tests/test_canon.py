@@ -194,3 +194,18 @@ def test_canon_quick_run_reuses_finished_runs(quick_run):
     for name in before:  # the same checkpoints and samples: the same scores, the same recorded times
         same = {k: v for k, v in after[name].items() if k != "seconds"}  # the scoring's own time
         assert same == {k: v for k, v in before[name].items() if k != "seconds"}, name
+
+
+def test_store_is_read_again_before_each_write(tmp_path):
+    """Two invocations for different benchmarks in one folder: the second one's write keeps the first one's
+    entry even when the first finished after the second started (the store is read again before merging)."""
+    path = tmp_path / "canon.json"
+    store, entry = canon._read_store(path, "coco", {"mle": 9.038})
+    assert store == {"benchmarks": {"coco": {"seeds": {}}}, "paper_oracle": {"mle": 9.038}} and entry == {
+        "seeds": {}
+    }
+    canon._write_atomic(path, json.dumps({"benchmarks": {"oracle": {"seeds": {"0": {"rows": {"mle": {}}}}}}}))
+    store, entry = canon._read_store(path, "coco", {"mle": 9.038})
+    assert set(store["benchmarks"]) == {"oracle", "coco"} and entry is store["benchmarks"]["coco"]
+    assert store["benchmarks"]["oracle"]["seeds"]["0"]["rows"] == {"mle": {}}
+    assert [p.name for p in tmp_path.iterdir()] == ["canon.json"]  # no temporary file left
