@@ -218,13 +218,16 @@ def aggregate(per_seed: dict[str, dict[str, dict]], keys: Sequence[str], toleran
         tolerance: labels the mean offset (:func:`position_label`).
     Returns:
         ``{row name: {"n", "seeds", "metrics": {key: {"mean", "std", "n"}}, "position", "labels", "starts",
-        "same_mle_start"}}`` in the order rows first appear (seeds in numeric order); ``position`` is the label
-        of the mean offset, ``labels`` counts the per-seed labels.
+        "same_mle_start"}}`` in table order (real data, MLE, then :data:`METHODS`, whatever order the rows were
+        added in; seeds in numeric order); ``position`` is the label of the mean offset, ``labels`` counts the
+        per-seed labels.
     """
     from seqgan.metrics.frontier import summarize
 
     seeds = sorted(per_seed, key=lambda s: int(s))
     names = list(dict.fromkeys(name for s in seeds for name in per_seed[s]))
+    order = ["real", "mle", *METHODS]  # table order, whatever order the invocations added the rows in
+    names.sort(key=lambda n: order.index(n) if n in order else len(order))
     out = {}
     for name in names:
         have = [s for s in seeds if name in per_seed[s]]

@@ -98,6 +98,11 @@ def test_aggregate_gives_mean_and_sample_std_over_the_seeds_that_have_a_row():
     c = table["cot"]
     assert c["n"] == 2 and c["seeds"] == [0, 1]
     assert c["metrics"]["bleu2"]["std"] == pytest.approx(0.0707107, rel=1e-5)  # sqrt(0.005)
+    # rows added by later invocations (CoT first, then Gumbel, real data last) still come in table order
+    later = {
+        "0": {"cot": _row(0.6), "mle": _row(0.2), "gumbel": _row(0.3), "seqgan": _row(0.4), "real": _row(0.9)}
+    }
+    assert list(canon.aggregate(later, ["bleu2"], 0.005)) == ["real", "mle", "seqgan", "gumbel", "cot"]
     assert c["position"] == "below" and c["metrics"]["curve_offset"]["mean"] == pytest.approx(-0.03)
     assert table["mle"]["position"] is None  # no curve label: the reference itself
     assert table["mle"]["metrics"]["bleu2"]["std"] == pytest.approx(0.0, abs=1e-12)
