@@ -686,7 +686,6 @@ def main(argv=None) -> dict:
     scorer = Scorer(args, cache, fed_num)
     store_path = out_dir / "canon.json"
     paper = _load_benchmark("oracle").PAPER
-    store, entry = _read_store(store_path, args.benchmark, paper)
     keys = COCO_KEYS if args.benchmark == "coco" else ORACLE_KEYS
     for seed in args.seeds:
         print(f"==== {args.benchmark}, seed {seed}: {', '.join(args.methods)}")
@@ -699,7 +698,7 @@ def main(argv=None) -> dict:
                 runs[method] = train_method(args, method, seed, seed_dir, ref_cfg)
         print(f"-- scoring seed {seed} ({args.samples} samples per model)")
         rows, curve = score_seed(scorer, args, runs, seed)
-        # read again: another invocation (another benchmark or seed) may have written since this one started
+        # read now, not at start: another invocation (another benchmark or seed) may have written meanwhile
         store, entry = _read_store(store_path, args.benchmark, paper)
         old = entry["seeds"].get(str(seed), {"rows": {}, "runs": {}})
         entry["seeds"][str(seed)] = {
@@ -709,8 +708,7 @@ def main(argv=None) -> dict:
         }
         entry["table"] = aggregate({s: e["rows"] for s, e in entry["seeds"].items()}, keys, args.tolerance)
         entry["protocol"] = protocol(args, fed_note, frontier)
-        write_outputs(out_dir, store)
-    text = write_outputs(out_dir, store)
+        text = write_outputs(out_dir, store)
     print()
     print(text)
     wall = time.time() - t_start

@@ -79,17 +79,15 @@ def plot(pre: list[dict], adv: list[dict], mle_epochs: int, png: Path) -> None:
     plt.close(fig)
 
 
-def untrained_nll_oracle(cfg) -> float:
-    """The paper's "random" row: NLL_oracle of ``pretrain.oracle_eval_samples`` samples of the config's generator
-    as initialised (seed ``cfg.seed``, ``generator.init_std``), before any training."""
+def untrained_nll_oracle(cfg, oracle) -> float:
+    """The paper's "random" row: NLL_oracle under ``oracle`` of ``pretrain.oracle_eval_samples`` samples of the
+    config's generator as initialised (seed ``cfg.seed``, ``generator.init_std``), before any training."""
     import torch
 
     from seqgan.data.tokenizers import IdTokenizer
     from seqgan.models import build_generator
-    from seqgan.runs import load_oracle
     from seqgan.sampling import sample
 
-    oracle = load_oracle(cfg.data)[0]
     tok = IdTokenizer(oracle.vocab_size, oracle.start_token)
     torch.manual_seed(cfg.seed)
     gen = build_generator(cfg, tok)
@@ -135,10 +133,10 @@ def main(argv=None) -> dict:
     adversarial(cfg, resume=resume_adv, overwrite=over_adv)
     wall = time.time() - start
 
-    nll_random = untrained_nll_oracle(cfg)
+    oracle, kind = load_oracle(cfg.data)
+    nll_random = untrained_nll_oracle(cfg, oracle)
     pre = _records(out / "metrics.jsonl")
     adv = _records(out / "adversarial_metrics.jsonl")
-    kind = load_oracle(cfg.data)[1]
     evals = [r for r in adv if r.get("eval/nll_oracle") is not None]
     nll_mle, nll_adv = evals[0]["eval/nll_oracle"], evals[-1]["eval/nll_oracle"]
     plot(pre, adv, cfg.pretrain.epochs, out / "oracle_curve.png")
